@@ -1,0 +1,8 @@
+"""EGE-UNet for MONAI: the network, and the data, training and export tools of its MONAI Bundle."""
+
+from __future__ import annotations
+
+from .networks import GAB, GHPA, EGEUNet
+from .version import __version__
+
+__all__ = ["EGEUNet", "GAB", "GHPA", "__version__"]
