@@ -29,6 +29,7 @@ setup(
         "pyyaml>=6.0",
         "fire>=0.5",
         "jsonschema>=4.0",
+        "scipy>=1.10",
     ],
     extras_require={
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],

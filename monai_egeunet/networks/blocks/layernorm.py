@@ -3,7 +3,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ChannelLayerNorm", "channel_layer_norm"]
+__all__ = ["ChannelLayerNorm", "channel_layer_norm", "channel_standardize"]
+
+
+def channel_standardize(x: torch.Tensor, eps: float, groups: int = 1) -> torch.Tensor:
+    """:func:`channel_layer_norm` without the per-channel scale and shift (those are folded elsewhere).
+
+    Args:
+        x: a ``(B, C, H, W)`` tensor.
+        eps: added to the variance.
+        groups: number of equal channel groups normalised independently.
+
+    Returns:
+        ``(x - mean) / sqrt(var + eps)`` over the channels of each group at each position, same shape as ``x``.
+    """
+    b, c, h, w = x.shape
+    # a reduction over a short channel axis beats F.layer_norm (and var_mean) here: their kernels are slow for rows of
+    # 5 to 50 values strided by H * W
+    z = x.reshape(b, groups, c // groups, h, w)
+    z = z - z.mean(2, keepdim=True)
+    z = z * torch.rsqrt(z.square().mean(2, keepdim=True) + eps)
+    return z.view(b, c, h, w)
 
 
 def channel_layer_norm(
@@ -21,12 +41,9 @@ def channel_layer_norm(
     Returns:
         The normalised tensor, same shape as ``x``.
     """
-    b, c, h, w = x.shape
-    # a reduction over a short channel axis beats F.layer_norm here: its kernel is slow for rows of 5 to 50 values
-    z = x.reshape(b, groups, c // groups, h, w)
-    z = z - z.mean(2, keepdim=True)
-    z = z * torch.rsqrt(z.square().mean(2, keepdim=True) + eps)
-    return torch.addcmul(bias.view(1, c, 1, 1), z.view(b, c, h, w), weight.view(1, c, 1, 1))
+    c = x.shape[1]
+    z = channel_standardize(x, eps, groups)
+    return torch.addcmul(bias.view(1, c, 1, 1), z, weight.view(1, c, 1, 1))
 
 
 class ChannelLayerNorm(nn.Module):
