@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm, channel_layer_norm
+from monai_egeunet.networks.blocks.inference import pointwise_conv, use_inference_path
+from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm, channel_layer_norm, channel_standardize
 
 __all__ = ["GAB"]
 
@@ -72,9 +73,31 @@ class GAB(nn.Module):
         Returns:
             The fused features ``(B, low_channels, H, W)``.
         """
+        if torch.jit.is_scripting():
+            return self._forward_plain(xh, xl, mask)
+        return self._forward_eager(xh, xl, mask)
+
+    @torch.jit.unused
+    def _forward_eager(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if use_inference_path(self):
+            return self._forward_inference(xh, xl, mask)
+        return self._forward_plain(xh, xl, mask)
+
+    def _forward_plain(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The original release's computation, operator by operator (training, autograd, scripting, export)."""
         xh = self.pre_project(xh)
         if xh.shape[2:] != xl.shape[2:]:
             xh = F.interpolate(xh, size=[xl.shape[2], xl.shape[3]], mode="bilinear", align_corners=True)
+        z = self._group_norm(xh, xl, mask)
+        g = z.shape[1] // 4
+        x0 = self.g0[1](z[:, :g])
+        x1 = self.g1[1](z[:, g : 2 * g])
+        x2 = self.g2[1](z[:, 2 * g : 3 * g])
+        x3 = self.g3[1](z[:, 3 * g :])
+        return self.tail_conv(torch.cat([x0, x1, x2, x3], dim=1))
+
+    def _group_norm(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The four groups ``[xh_i, xl_i, mask]`` side by side, each layer-normalised by its ``g{i}[0]``."""
         hs = torch.chunk(xh, 4, dim=1)
         ls = torch.chunk(xl, 4, dim=1)
         # the four group norms are one reduction over a (B, 4, group, H, W) view; only the dilations differ
@@ -82,10 +105,37 @@ class GAB(nn.Module):
         norms = [self.g0[0], self.g1[0], self.g2[0], self.g3[0]]
         weight = torch.cat([n.weight for n in norms])
         bias = torch.cat([n.bias for n in norms])
-        z = channel_layer_norm(z, weight, bias, self.g0[0].eps, groups=4)
+        return channel_layer_norm(z, weight, bias, self.g0[0].eps, groups=4)
+
+    @torch.jit.unused
+    def _forward_inference(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Same function as the plain path, with the tail layer norm's affine folded into the tail convolution.
+
+        ``W (z * g + b) + c`` is the pointwise convolution of ``z`` with weight ``W diag(g)`` and bias ``W b + c``
+        (a few operations on a ``Cout x Cin`` matrix instead of one on the whole feature map).
+        """
+        pre = self.pre_project
+        xh = pointwise_conv(xh, pre.weight, pre.bias)
+        if xh.shape[2:] != xl.shape[2:]:
+            xh = F.interpolate(xh, size=[xl.shape[2], xl.shape[3]], mode="bilinear", align_corners=True)
+        z = self._group_norm(xh, xl, mask)
         g = z.shape[1] // 4
-        x0 = self.g0[1](z[:, :g])
-        x1 = self.g1[1](z[:, g : 2 * g])
-        x2 = self.g2[1](z[:, 2 * g : 3 * g])
-        x3 = self.g3[1](z[:, 3 * g :])
-        return self.tail_conv(torch.cat([x0, x1, x2, x3], dim=1))
+        ys = []
+        for i, conv in enumerate((self.g0[1], self.g1[1], self.g2[1], self.g3[1])):
+            ys.append(
+                F.conv2d(
+                    z[:, i * g : (i + 1) * g],
+                    conv.weight,
+                    conv.bias,
+                    padding=conv.padding,
+                    dilation=conv.dilation,
+                    groups=conv.groups,
+                )
+            )
+        norm, tail = self.tail_conv[0], self.tail_conv[1]
+        w = tail.weight.flatten(1)
+        return pointwise_conv(
+            channel_standardize(torch.cat(ys, dim=1), norm.eps),
+            w * norm.weight,
+            torch.addmv(tail.bias, w, norm.bias),
+        )

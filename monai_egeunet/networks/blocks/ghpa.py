@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm
+from monai_egeunet.networks.blocks.inference import ParameterSnapshotCache, pointwise_conv, use_inference_path
+from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm, channel_standardize
 
 __all__ = ["GHPA", "HadamardAttentionCache"]
 
@@ -16,51 +17,16 @@ def _depthwise_separable(channels: int, conv: type[nn.Module]) -> nn.Sequential:
     )
 
 
-def _should_cache(module: nn.Module) -> bool:
-    """Inference-only reuse: never while training, building a graph, tracing or exporting."""
-    if module.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-        return False
-    # with autograd recording, a cached (detached) map would cut the gradient to the parameters
-    return not (torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()))
+class HadamardAttentionCache(ParameterSnapshotCache):
+    """Keeps, for inference, what one :class:`GHPA` derives from its parameters, per spatial size, dtype and device.
 
-
-class HadamardAttentionCache:
-    """Keeps the attention maps of one :class:`GHPA` per spatial size, dtype and device, for inference.
-
-    An entry is reused only while every parameter it was computed from still holds the same values (compared
-    element-wise against a private copy, which costs a few hundred numbers per block). So a ``load_state_dict``, an
-    optimiser step, an in-place edit through ``.data``, or a ``.to()``/``.double()`` can never give stale maps.
+    An entry holds the attention maps with the first layer norm's scale and shift folded in, and the folded weights
+    of the pointwise convolution of the fourth group. It is reused only while every parameter it was computed from
+    still holds the same values (see :class:`~monai_egeunet.networks.blocks.inference.ParameterSnapshotCache`).
 
     Args:
         max_entries: number of spatial sizes kept; the oldest is dropped first.
     """
-
-    def __init__(self, max_entries: int = 8) -> None:
-        self.max_entries = max_entries
-        self._entries: dict[tuple, tuple[list[torch.Tensor], torch.Tensor]] = {}
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: tuple, sources: list[torch.Tensor]) -> torch.Tensor | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        snapshot, value = entry
-        if len(snapshot) == len(sources) and all(
-            s.shape == p.shape and torch.equal(s, p) for s, p in zip(snapshot, sources)
-        ):
-            return value
-        del self._entries[key]
-        return None
-
-    def put(self, key: tuple, sources: list[torch.Tensor], value: torch.Tensor) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = ([p.detach().clone() for p in sources], value.detach())
 
 
 class GHPA(nn.Module):
@@ -92,6 +58,9 @@ class GHPA(nn.Module):
         >>> block(torch.randn(1, 24, 32, 32)).shape
         torch.Size([1, 32, 32, 32])
     """
+
+    # the cache is an eager-mode inference aid: scripted modules always compute the maps
+    __jit_ignored_attributes__ = ["cache"]
 
     def __init__(self, in_channels: int, out_channels: int, param_size: tuple[int, int] = (8, 8)) -> None:
         super().__init__()
@@ -136,34 +105,85 @@ class GHPA(nn.Module):
         a_zy = a_zy.view(1, c, 1, width).expand(1, c, height, width)
         return torch.cat([a_xy, a_zx, a_zy], dim=1)
 
+    def _cache_sources(self) -> list[torch.Tensor]:
+        return [
+            self.params_xy,
+            self.params_zx,
+            self.params_zy,
+            *self.conv_xy.parameters(),
+            *self.conv_zx.parameters(),
+            *self.conv_zy.parameters(),
+            self.norm1.weight,
+            self.norm1.bias,
+            self.dw[0].weight,
+            self.dw[0].bias,
+        ]
+
     @torch.jit.unused
-    def _attention_maybe_cached(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-        if not _should_cache(self):
-            return self.attention(height, width)
-        sources = [p for n, p in self.named_parameters() if n.startswith(("params_", "conv_"))]
-        key = (height, width, like.dtype, like.device)
-        maps = self.cache.get(key, sources)
-        if maps is None:
+    def _folded(self, height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-size inference tensors: ``(scale, shift, weight, bias)``, computed once and cached.
+
+        ``norm1``'s affine ``z * g + b`` followed by a product with the maps ``m`` is ``z * (g m) + (b m)``: one
+        multiply-add with ``scale = g m`` and ``shift = b m``. For the fourth group, ``norm1``'s affine followed by
+        the pointwise convolution ``W (z * g + b) + c`` is the pointwise convolution with weight ``W diag(g)`` and
+        bias ``W b + c``.
+        """
+        sources = self._cache_sources()
+        key = (height, width, like.dtype, like.device, torch.is_inference_mode_enabled())
+        entry = self.cache.get(key, sources)
+        if entry is None:
+            split = 3 * self.group_channels
+            g, b = self.norm1.weight.view(-1, 1, 1), self.norm1.bias.view(-1, 1, 1)
             maps = self.attention(height, width)
-            self.cache.put(key, sources, maps)
-        return maps
+            w = self.dw[0].weight.flatten(1)
+            entry = (
+                maps * g[:split],
+                maps * b[:split],
+                w * self.norm1.weight[split:],
+                torch.addmv(self.dw[0].bias, w, self.norm1.bias[split:]),
+            )
+            self.cache.put(key, sources, entry)
+        return entry
 
     def train(self, mode: bool = True) -> GHPA:
         self.cache.clear()
         return super().train(mode)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # .to()/.double()/.cuda() make new tensors: drop maps of the old ones rather than hold their memory
+        # .to()/.double()/.cuda() make new tensors: drop what was derived from the old ones rather than hold it
         self.cache.clear()
         return super()._apply(fn, recurse)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x)
+    @torch.jit.unused
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Same function as the plain path, with ``norm1``'s affine folded (see :meth:`_folded`) and cheaper 1x1s."""
         height, width = x.shape[2], x.shape[3]
+        scale, shift, w1, b1 = self._folded(height, width, x)
+        split = 3 * self.group_channels
+        z = channel_standardize(x, self.norm1.eps)
+        att = torch.addcmul(shift, z[:, :split], scale)
+        dw = self.dw[2]
+        d = F.conv2d(F.gelu(pointwise_conv(z[:, split:], w1, b1)), dw.weight, dw.bias, padding=1, groups=dw.groups)
+        y = self.norm2(torch.cat([att, d], dim=1))
+        ldw, proj = self.ldw[0], self.ldw[2]
+        y = F.gelu(F.conv2d(y, ldw.weight, ldw.bias, padding=1, groups=ldw.groups))
+        return pointwise_conv(y, proj.weight, proj.bias)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        if use_inference_path(self):
+            return self._forward_inference(x)
+        return self._forward_plain(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
-            maps = self.attention(height, width)
-        else:
-            maps = self._attention_maybe_cached(height, width, x)
+            return self._forward_plain(x)
+        return self._forward_eager(x)
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The original release's computation, operator by operator (training, autograd, scripting, export)."""
+        x = self.norm1(x)
+        maps = self.attention(x.shape[2], x.shape[3])
         split = 3 * self.group_channels
         x = torch.cat([x[:, :split] * maps, self.dw(x[:, split:])], dim=1)
         return self.ldw(self.norm2(x))

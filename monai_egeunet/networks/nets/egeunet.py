@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_egeunet.networks.blocks import GAB, GHPA
+from monai_egeunet.networks.blocks.inference import max_pool_2x2, pointwise_conv, use_inference_path
 
 __all__ = ["EGEUNet", "EgeUNet", "Egeunet"]
 
@@ -148,48 +149,66 @@ class EGEUNet(nn.Module):
             ValueError: when the input is not 4D or its height or width is not a multiple of 32.
         """
         self._check_size(x)
+        if torch.jit.is_scripting():
+            return self._forward_impl(x, False)
+        return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:
+        return self._forward_impl(x, use_inference_path(self))
+
+    def _forward_impl(self, x: torch.Tensor, fast: bool) -> Union[torch.Tensor, list[torch.Tensor]]:
+        """The forward pass; ``fast`` (inference only) swaps in kernels that compute the same values for less."""
         h, w = x.shape[2], x.shape[3]
-        t1 = F.gelu(F.max_pool2d(self.ebn1(self.encoder1(x)), 2, 2))
-        t2 = F.gelu(F.max_pool2d(self.ebn2(self.encoder2(t1)), 2, 2))
-        t3 = F.gelu(F.max_pool2d(self.ebn3(self.encoder3(t2)), 2, 2))
-        t4 = F.gelu(F.max_pool2d(self.ebn4(self.encoder4(t3)), 2, 2))
-        t5 = F.gelu(F.max_pool2d(self.ebn5(self.encoder5(t4)), 2, 2))
+        t1 = F.gelu(self._pool(self.ebn1(self.encoder1(x)), fast))
+        t2 = F.gelu(self._pool(self.ebn2(self.encoder2(t1)), fast))
+        t3 = F.gelu(self._pool(self.ebn3(self.encoder3(t2)), fast))
+        t4 = F.gelu(self._pool(self.ebn4(self.encoder4(t3)), fast))
+        t5 = F.gelu(self._pool(self.ebn5(self.encoder5(t4)), fast))
         t6 = F.gelu(self.encoder6(t5))
 
         out5 = F.gelu(self.dbn1(self.decoder1(t6)))
-        mask5 = self.gt_conv1(out5)
+        mask5 = self._pointwise(self.gt_conv1[0], out5, fast)
         if self.bridge:
             t5 = self.GAB5(t6, t5, mask5)
         out5 = out5 + t5
 
         out4 = F.gelu(_upsample(self.dbn2(self.decoder2(out5)), t4.shape[2], t4.shape[3]))
-        mask4 = self.gt_conv2(out4)
+        mask4 = self._pointwise(self.gt_conv2[0], out4, fast)
         if self.bridge:
             t4 = self.GAB4(t5, t4, mask4)
         out4 = out4 + t4
 
         out3 = F.gelu(_upsample(self.dbn3(self.decoder3(out4)), t3.shape[2], t3.shape[3]))
-        mask3 = self.gt_conv3(out3)
+        mask3 = self._pointwise(self.gt_conv3[0], out3, fast)
         if self.bridge:
             t3 = self.GAB3(t4, t3, mask3)
         out3 = out3 + t3
 
         out2 = F.gelu(_upsample(self.dbn4(self.decoder4(out3)), t2.shape[2], t2.shape[3]))
-        mask2 = self.gt_conv4(out2)
+        mask2 = self._pointwise(self.gt_conv4[0], out2, fast)
         if self.bridge:
             t2 = self.GAB2(t3, t2, mask2)
         out2 = out2 + t2
 
         out1 = F.gelu(_upsample(self.dbn5(self.decoder5(out2)), t1.shape[2], t1.shape[3]))
-        mask1 = self.gt_conv5(out1)
+        mask1 = self._pointwise(self.gt_conv5[0], out1, fast)
         if self.bridge:
             t1 = self.GAB1(t2, t1, mask1)
         out1 = out1 + t1
 
-        out0 = _upsample(self.final(out1), h, w)
+        out0 = _upsample(self._pointwise(self.final, out1, fast), h, w)
         if self.training and self.deep_supervision:
             return [out0] + [_upsample(m, h, w) for m in (mask1, mask2, mask3, mask4, mask5)]
         return out0
+
+    @staticmethod
+    def _pool(x: torch.Tensor, fast: bool) -> torch.Tensor:
+        return max_pool_2x2(x) if fast else F.max_pool2d(x, 2, 2)
+
+    @staticmethod
+    def _pointwise(conv: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
+        return pointwise_conv(x, conv.weight, conv.bias) if fast else conv(x)
 
 
 EgeUNet = Egeunet = EGEUNet
