@@ -52,17 +52,21 @@ def overlay_panels(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray
     return out
 
 
-def _to_hw(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    # MONAI's PIL/ITK readers give 2D arrays as (W, H): transpose back to PIL's (H, W)
+def _to_hw(x: torch.Tensor | np.ndarray, spatial_order: str, size_hw: tuple[int, int]) -> np.ndarray:
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    return arr[0].T > 0.5
+    # MONAI's PIL/ITK readers give 2D arrays as (W, H): transpose back to PIL's (H, W)
+    mask = arr[0] > 0.5 if spatial_order == "HW" else arr[0].T > 0.5
+    if mask.shape != size_hw:  # evaluated at the network's size: show it stretched over the photo
+        mask = np.asarray(Image.fromarray(mask).resize(size_hw[::-1], Image.NEAREST))
+    return mask
 
 
 class OverlaySaver:
     """Saves overlay pictures (see :func:`overlay_panels`) of the first ``max_images`` cases an evaluator sees.
 
-    Reads ``pred`` and ``label`` (channel-first, MONAI's (W, H) axis order, at the original image size: after
-    ``Invertd``) and the original file named in the image's metadata.
+    Reads ``pred`` and ``label`` (channel-first, by default in MONAI's (W, H) axis order; at the original image size
+    after ``Invertd``, or at the network's size, then stretched over the photo) and the original file named in the
+    image's metadata.
 
     Args:
         output_dir: where to write ``<image name>_overlay.png``.
@@ -70,6 +74,7 @@ class OverlaySaver:
         pred_key: key of the binary prediction.
         label_key: key of the ground truth (skipped when absent).
         image_key: key of the image whose ``filename_or_obj`` metadata names the original file.
+        spatial_order: "WH" for MONAI's PIL/ITK axis order, "HW" for arrays already transposed to (H, W).
 
     Example::
 
@@ -83,7 +88,11 @@ class OverlaySaver:
         pred_key: str = "pred",
         label_key: str = "label",
         image_key: str = "image",
+        spatial_order: str = "WH",
     ) -> None:
+        if spatial_order not in ("WH", "HW"):
+            raise ValueError(f"spatial_order must be 'WH' or 'HW', got {spatial_order!r}")
+        self.spatial_order = spatial_order
         self.output_dir = Path(output_dir)
         self.max_images = max_images
         self.pred_key, self.label_key, self.image_key = pred_key, label_key, image_key
@@ -102,10 +111,8 @@ class OverlaySaver:
                 return
             source = item[self.image_key].meta["filename_or_obj"]
             image = np.asarray(Image.open(source).convert("RGB"))
-            pred = _to_hw(item[self.pred_key])
-            truth = _to_hw(item[self.label_key]) if self.label_key in item else None
-            if pred.shape != image.shape[:2]:
-                raise ValueError(f"prediction {pred.shape} does not match image {source} {image.shape[:2]}")
+            pred = _to_hw(item[self.pred_key], self.spatial_order, image.shape[:2])
+            truth = _to_hw(item[self.label_key], self.spatial_order, image.shape[:2]) if self.label_key in item else None
             self.output_dir.mkdir(parents=True, exist_ok=True)
             overlay_panels(image, truth, pred).save(self.output_dir / f"{Path(source).stem}_overlay.png")
             self.saved += 1
