@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduces the PH2 results end to end from the PH2 folder: trains EGE-UNet (and, with BASELINE=1, MONAI's UNet the
+# same way), evaluates each on the 60 test images at full resolution, and prints the results table.
+#   bash scripts/reproduce_ph2.sh [PH2_DIR]            (PH2_DIR defaults to ../shared/data/ph2)
+# Every step resumes: run it again after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PH2_DIR=${1:-../shared/data/ph2}
+SPLIT=data/ph2_split.json
+COMMON=(--dataset_dir "$PH2_DIR" --split_file "$SPLIT" --val_fraction 0.15 --val_interval 2)
+
+run_model () {  # name, extra config files...
+    local name=$1; shift
+    local configs="'configs/train.json'"
+    for c in "$@"; do configs="$configs,'$c'"; done
+    python -m monai.bundle run training --config_file "[$configs]" "${COMMON[@]}" \
+        --ckpt_dir "runs/$name/models" --output_dir "runs/$name/eval"
+    python -m monai.bundle run evaluating --config_file "[$configs,'configs/evaluate.json']" "${COMMON[@]}" \
+        --ckpt_path "runs/$name/models/model.pt" --output_dir "runs/$name/test"
+}
+
+start=$(date +%s)
+run_model ph2
+if [ "${BASELINE:-0}" = 1 ]; then
+    run_model ph2_unet configs/baseline_unet.json
+fi
+echo "total time: $(( $(date +%s) - start )) s"
+python scripts/results_table.py runs/ph2/test/metrics.json ${BASELINE:+runs/ph2_unet/test/metrics.json}
