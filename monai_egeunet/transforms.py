@@ -1,15 +1,26 @@
-"""Dictionary transforms the bundle needs that MONAI does not have: 3-channel images and binary masks from any file."""
+"""Transforms the bundle needs that MONAI does not have: 3-channel images and binary masks from any file, 2D
+images from single-slice volumes, a low-memory min-max scaling, and an invertible resize of the shortest side."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
-from monai.utils import convert_to_dst_type
+from monai.config import DtypeLike, KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Resize, Resized, SqueezeDim
+from monai.transforms.spatial.functional import resize
+from monai.utils import InterpolateMode, MetaKeys, TraceKeys, convert_to_dst_type, get_equivalent_dtype
 
-__all__ = ["EnsureRGBd", "BinarizeMaskd"]
+__all__ = [
+    "EnsureRGBd",
+    "BinarizeMaskd",
+    "EnsureSpatial2Dd",
+    "MinMaxScaled",
+    "ResizeShortestSide",
+    "ResizeShortestSided",
+]
 
 
 class EnsureRGBd(MapTransform):
@@ -77,3 +88,264 @@ class BinarizeMaskd(MapTransform):
             fg = mask.amax(dim=0, keepdim=True) > (peak / 2 if peak > 0 else 0)
             d[key] = convert_to_dst_type(fg, mask, dtype=torch.float32)[0]
         return d
+
+
+class EnsureSpatial2Dd(MapTransform):
+    """Makes a channel-first image 2D by dropping trailing singleton spatial dimensions (from the data, the affine and
+    the ``spatial_shape`` metadata).
+
+    A single-slice NIfTI/MetaImage file loads as ``(C, X, Y, 1)``; the network and the 2D writers want ``(C, X, Y)``.
+    2D images pass unchanged.
+
+    Args:
+        keys: keys of the images (channel-first, after ``EnsureChannelFirstd``).
+        allow_missing_keys: do not raise for a missing key.
+
+    Raises:
+        ValueError: for an image with more than one slice (a volume); the message names the file.
+
+    Example::
+
+        >>> EnsureSpatial2Dd("image")({"image": torch.rand(1, 32, 48, 1)})["image"].shape
+        torch.Size([1, 32, 48])
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.squeeze = SqueezeDim(dim=-1, update_meta=True)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            while img.ndim > 3 and img.shape[-1] == 1:
+                img = self.squeeze(img)
+                if isinstance(img, MetaTensor) and len(img.meta.get(MetaKeys.SPATIAL_SHAPE, ())) > 2:
+                    # writers compare it with the data's dimensions to find the channel (SaveImage remembers the
+                    # answer for the next images too)
+                    img.meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(img.meta[MetaKeys.SPATIAL_SHAPE])[:-1]
+            if img.ndim != 3:
+                source = getattr(img, "meta", {}).get("filename_or_obj", key)
+                raise ValueError(
+                    f"{source}: expected a 2D image (or a single-slice volume), got spatial shape {list(img.shape[1:])}"
+                )
+            d[key] = img
+        return d
+
+
+class MinMaxScaled(MapTransform):
+    """Per-image min-max scaling to ``[minv, maxv]``, as ``ScaleIntensityd(minv=minv, maxv=maxv)`` does, computed in
+    place on a single float copy of the image.
+
+    ``ScaleIntensityd``'s expression creates three or four full-size float temporaries: about 1 GB more for a
+    24-megapixel RGB photo, which inference would otherwise hold just to shrink the image to 256 pixels right after.
+    A constant image becomes ``minv`` everywhere (``ScaleIntensityd`` makes it ``0``; they agree for ``minv=0``).
+
+    Args:
+        keys: keys of the images.
+        minv: value of the image minimum after scaling.
+        maxv: value of the image maximum after scaling.
+        dtype: output floating-point type.
+        allow_missing_keys: do not raise for a missing key.
+
+    Example::
+
+        >>> x = torch.tensor([[[0, 64], [128, 255]]], dtype=torch.uint8)
+        >>> MinMaxScaled("image", maxv=255.0)({"image": x})["image"]
+        tensor([[[  0.,  64.],
+                 [128., 255.]]])
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        minv: float = 0.0,
+        maxv: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.minv = float(minv)
+        self.maxv = float(maxv)
+        self.dtype = dtype
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if not isinstance(img, torch.Tensor):
+                img = torch.as_tensor(img)
+            # one copy, never the caller's tensor (a cached dataset item must not change)
+            img = img.to(self.dtype, copy=True)
+            lo, hi = img.aminmax()
+            if hi > lo:
+                img.sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
+            else:
+                img.fill_(self.minv)
+            d[key] = img
+        return d
+
+
+class ResizeShortestSide(Resize):
+    """Resizes an image so that its shortest spatial side is ``spatial_size``, keeping the aspect ratio.
+
+    MONAI's :class:`~monai.transforms.Resize` scales the *longest* side (``size_mode="longest"``); a network trained
+    on whole images resized to a square sees objects at the scale of the short side, so that is the side to match
+    before sliding-window inference. Every other side is scaled by the same factor (rounded, and never below
+    ``spatial_size``).
+
+    Shrinking uses ``downsample_mode`` (``"area"``: each output pixel is the mean of the input pixels it covers, an
+    anti-aliased reduction that needs no full-size temporary; a Gaussian anti-aliasing filter on a 24-megapixel
+    photo needs several full-size float copies); enlarging uses ``mode``. Invertible like ``Resize`` (e.g. with
+    ``Invertd``): the inverse resizes back to the original shape with ``mode`` (``"area"`` would enlarge a
+    probability map into blocks), or with nearest-neighbour when ``Invertd(nearest_interp=True)`` asks for it.
+
+    Args:
+        spatial_size: the length of the shortest side after resizing.
+        mode: interpolation when enlarging, and of the inverse (see :class:`~monai.transforms.Resize`).
+        downsample_mode: interpolation when shrinking; None to use ``mode``.
+        align_corners: see :class:`~monai.transforms.Resize`.
+        anti_aliasing: Gaussian smoothing before shrinking with a mode other than ``"area"``.
+        anti_aliasing_sigma: see :class:`~monai.transforms.Resize`.
+        dtype: data type of the computation (float32 by default; None keeps the input's).
+        lazy: lazy execution, see MONAI's lazy resampling.
+
+    Raises:
+        ValueError: when ``spatial_size`` is not a positive integer.
+
+    Example::
+
+        >>> ResizeShortestSide(256)(torch.rand(3, 768, 576)).shape
+        torch.Size([3, 341, 256])
+    """
+
+    def __init__(
+        self,
+        spatial_size: int,
+        mode: str = InterpolateMode.BILINEAR,
+        downsample_mode: str | None = InterpolateMode.AREA,
+        align_corners: bool | None = None,
+        anti_aliasing: bool = False,
+        anti_aliasing_sigma: Sequence[float] | float | None = None,
+        dtype: DtypeLike | torch.dtype = torch.float32,
+        lazy: bool = False,
+    ) -> None:
+        if isinstance(spatial_size, bool) or int(spatial_size) != spatial_size or int(spatial_size) < 1:
+            raise ValueError(f"spatial_size must be a positive integer, got {spatial_size!r}")
+        super().__init__(
+            spatial_size=int(spatial_size),
+            mode=mode,
+            align_corners=align_corners,
+            anti_aliasing=anti_aliasing,
+            anti_aliasing_sigma=anti_aliasing_sigma,
+            dtype=dtype,
+            lazy=lazy,
+        )
+        self.downsample_mode = downsample_mode
+
+    def output_shape(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+        """The spatial shape an image of ``spatial_shape`` is resized to."""
+        target = int(self.spatial_size)  # type: ignore[arg-type]
+        scale = target / min(int(s) for s in spatial_shape)
+        return tuple(max(target, int(round(int(s) * scale))) for s in spatial_shape)
+
+    def __call__(
+        self,
+        img: torch.Tensor,
+        mode: str | None = None,
+        align_corners: bool | None = None,
+        anti_aliasing: bool | None = None,
+        anti_aliasing_sigma: Sequence[float] | float | None = None,
+        dtype: DtypeLike | torch.dtype = None,
+        lazy: bool | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            img: channel-first image ``(C, *spatial)``.
+            mode: overrides ``mode`` (enlarging and inverse) for this call.
+            align_corners, anti_aliasing, anti_aliasing_sigma, dtype, lazy: override the constructor's.
+
+        Returns:
+            The resized image (a ``MetaTensor`` recording the operation when tracking is on).
+        """
+        spatial_shape = [int(s) for s in (img.peek_pending_shape() if isinstance(img, MetaTensor) else img.shape[1:])]
+        size = self.output_shape(spatial_shape)
+        inverse_mode = self.mode if mode is None else mode
+        shrinking = min(spatial_shape) > int(self.spatial_size)  # type: ignore[arg-type]
+        mode_ = self.downsample_mode if shrinking and self.downsample_mode is not None else inverse_mode
+        lazy_ = self.lazy if lazy is None else lazy
+        # Resize.__call__'s call with the computed size: the recorded operation is then inverted by Resize.inverse
+        # (through this object, whose id the record carries)
+        out = resize(
+            img,
+            size,
+            mode_,
+            self.align_corners if align_corners is None else align_corners,
+            get_equivalent_dtype(dtype or self.dtype or img.dtype, torch.Tensor),
+            len(spatial_shape),
+            self.anti_aliasing if anti_aliasing is None else anti_aliasing,
+            self.anti_aliasing_sigma if anti_aliasing_sigma is None else anti_aliasing_sigma,
+            lazy_,
+            self.get_transform_info(),
+        )
+        if isinstance(out, MetaTensor) and mode_ != inverse_mode:
+            records = out.pending_operations if lazy_ else out.applied_operations
+            if records and records[-1].get(TraceKeys.ID) == id(self):
+                records[-1][TraceKeys.EXTRA_INFO]["inverse_mode"] = inverse_mode
+        return out  # type: ignore[no-any-return]
+
+    def inverse_transform(self, data: torch.Tensor, transform: Mapping) -> torch.Tensor:
+        extra = dict(transform[TraceKeys.EXTRA_INFO])
+        # an "area" record left unchanged by Invertd(nearest_interp=True) is inverted with the enlarging mode
+        if extra["mode"] == InterpolateMode.AREA and "inverse_mode" in extra:
+            extra["mode"] = extra["inverse_mode"]
+        return super().inverse_transform(data, {**transform, TraceKeys.EXTRA_INFO: extra})
+
+
+class ResizeShortestSided(Resized):
+    """Dictionary version of :class:`ResizeShortestSide`; invertible with ``Invertd`` like ``Resized``.
+
+    Args:
+        keys: keys of the images.
+        spatial_size: the length of the shortest side after resizing.
+        mode: interpolation when enlarging and of the inverse, one per key or one for all.
+        downsample_mode: interpolation when shrinking (all keys); None to use ``mode``.
+        align_corners: one per key or one for all.
+        anti_aliasing: one per key or one for all.
+        anti_aliasing_sigma: one per key or one for all.
+        dtype: one per key or one for all.
+        allow_missing_keys: do not raise for a missing key.
+        lazy: lazy execution, see MONAI's lazy resampling.
+
+    Example::
+
+        >>> ResizeShortestSided("image", 256)({"image": torch.rand(3, 576, 768)})["image"].shape
+        torch.Size([3, 256, 341])
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: int,
+        mode: Sequence[str] | str = InterpolateMode.BILINEAR,
+        downsample_mode: str | None = InterpolateMode.AREA,
+        align_corners: Sequence[bool | None] | bool | None = None,
+        anti_aliasing: Sequence[bool] | bool = False,
+        anti_aliasing_sigma: Sequence[Sequence[float] | float | None] | Sequence[float] | float | None = None,
+        dtype: Sequence[DtypeLike | torch.dtype] | DtypeLike | torch.dtype = torch.float32,
+        allow_missing_keys: bool = False,
+        lazy: bool = False,
+    ) -> None:
+        super().__init__(
+            keys,
+            spatial_size=spatial_size,
+            mode=mode,
+            align_corners=align_corners,
+            anti_aliasing=anti_aliasing,
+            anti_aliasing_sigma=anti_aliasing_sigma,
+            dtype=dtype,
+            allow_missing_keys=allow_missing_keys,
+            lazy=lazy,
+        )
+        # Resized's __call__ and inverse go through self.resizer
+        self.resizer = ResizeShortestSide(spatial_size, downsample_mode=downsample_mode, lazy=lazy)

@@ -1,0 +1,114 @@
+"""Export of the bundle's network (TorchScript, ONNX) with MONAI's bundle scripts; inference through ONNX Runtime."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ckpt_export, onnx_export, verify_net_in_out
+from monai.data import load_net_with_metadata
+from PIL import Image
+
+from monai_egeunet import EGEUNet
+from monai_egeunet.inference import OnnxRuntimeNetwork
+from tests.bundle.conftest import INFERENCE, META, inference_workflow, lesion_image
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+#: what to add to `onnx_export` for batch, height and width chosen at run time (see the bundle's README)
+DYNAMIC = {
+    "input_names": ["image"],
+    "output_names": ["pred"],
+    "dynamic_axes": {"image": {0: "batch", 2: "height", 3: "width"}, "pred": {0: "batch", 2: "height", 3: "width"}},
+}
+
+
+def _eager(checkpoint) -> EGEUNet:
+    net = EGEUNet().eval()
+    net.load_state_dict(torch.load(checkpoint, weights_only=True))
+    return net
+
+
+def _inputs() -> list[torch.Tensor]:
+    torch.manual_seed(1)
+    return [torch.rand(1, 3, 256, 256), torch.rand(2, 3, 192, 320)]
+
+
+def test_verify_net_in_out():
+    verify_net_in_out("network_def", meta_file=str(META), config_file=str(INFERENCE))
+
+
+def test_torchscript_export(tmp_path, checkpoint):
+    ts = tmp_path / "model.ts"
+    ckpt_export("network_def", filepath=str(ts), ckpt_file=str(checkpoint), meta_file=str(META),
+                config_file=str(INFERENCE))
+    net, meta, extra = load_net_with_metadata(str(ts), more_extra_files=["inference.json"])
+    assert meta["version"] and "inference.json" in extra
+    eager = _eager(checkpoint)
+    for x in _inputs():
+        with torch.no_grad():
+            exported = net(x)
+            # eager inference takes the network's fast path (folded weights: another rounding order)
+            torch.testing.assert_close(exported, eager(x), rtol=1e-4, atol=1e-4)
+        # with autograd recording, eager runs the plain path, which the export holds
+        torch.testing.assert_close(exported, eager(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_and_onnx_runtime_inference(tmp_path, checkpoint):
+    path = tmp_path / "model.onnx"
+    # the TorchScript-based exporter takes seconds; the default (dynamo) one minutes: see test_onnx_export_dynamo
+    onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
+                config_file=str(INFERENCE), use_trace=True, converter_kwargs={"dynamo": False, **DYNAMIC})
+    ort_net, eager = OnnxRuntimeNetwork(path), _eager(checkpoint)
+    with torch.no_grad():
+        for x in _inputs():
+            torch.testing.assert_close(ort_net(x), eager(x), rtol=1e-3, atol=1e-3)
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(lesion_image(180, 300)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(lesion_image(300, 280, seed=1)).save(tmp_path / "in" / "b.jpg")
+    probs = []
+    for use_onnx in (False, True):
+        out = tmp_path / f"out_{use_onnx}"
+        wf = inference_workflow(dataset_dir=str(tmp_path / "in"), output_dir=str(out), ckpt_path=str(checkpoint),
+                                use_onnx=use_onnx, onnx_path=str(path), save_probabilities=True)
+        assert isinstance(wf.parser.get_parsed_content("network"), OnnxRuntimeNetwork) == use_onnx
+        wf.run()
+        wf.finalize()
+        probs.append([np.asarray(Image.open(out / f"{n}_prob.png"), dtype=int) for n in ("a", "b")])
+    for eager_prob, onnx_prob in zip(*probs):
+        assert eager_prob.shape == onnx_prob.shape
+        assert np.abs(eager_prob - onnx_prob).max() <= 1
+
+
+def test_onnx_fixed_batch_model_takes_any_batch(tmp_path, checkpoint):
+    # onnx_export's defaults give a model for one 256x256 image; sliding-window batches are fed one by one
+    path = tmp_path / "static.onnx"
+    onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
+                config_file=str(INFERENCE), use_trace=True, converter_kwargs={"dynamo": False})
+    ort_net = OnnxRuntimeNetwork(path)
+    assert ort_net.fixed_batch == 1
+    x = torch.rand(3, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(ort_net(x), _eager(checkpoint)(x), rtol=1e-3, atol=1e-3)
+
+
+def test_missing_onnx_model_says_how_to_export(tmp_path):
+    with pytest.raises(FileNotFoundError, match="onnx_export"):
+        OnnxRuntimeNetwork(tmp_path / "none.onnx")
+
+
+@pytest.mark.skipif(not os.environ.get("MONAI_EGEUNET_SLOW_TESTS"),
+                    reason="minutes on a CPU: set MONAI_EGEUNET_SLOW_TESTS=1")
+def test_onnx_export_dynamo(tmp_path, checkpoint):
+    """The command the README gives, with torch's default (dynamo) exporter."""
+    path = tmp_path / "model.onnx"
+    onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
+                config_file=str(INFERENCE), converter_kwargs=DYNAMIC)
+    ort_net, eager = OnnxRuntimeNetwork(path), _eager(checkpoint)
+    with torch.no_grad():
+        for x in _inputs():
+            torch.testing.assert_close(ort_net(x), eager(x), rtol=1e-3, atol=1e-3)
