@@ -30,6 +30,7 @@ setup(
         "fire>=0.5",
         "jsonschema>=4.0",
         "scipy>=1.10",
+        "scikit-image>=0.20",
     ],
     extras_require={
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
