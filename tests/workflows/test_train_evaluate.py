@@ -47,7 +47,7 @@ def _workflow(config, tmp: Path, workflow_type: str = "train", **override) -> Co
 def test_train_properties(tmp_path):
     wf = _workflow(TRAIN, tmp_path)
     assert wf.check_properties() == []
-    assert wf.max_epochs == 20  # the demo set trains for demo_max_epochs when no dataset_dir is given
+    assert wf.max_epochs == 15  # the demo set trains for demo_max_epochs when no dataset_dir is given
     wf.finalize()
 
 
