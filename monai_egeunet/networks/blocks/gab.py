@@ -1,15 +1,48 @@
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_egeunet.networks.blocks.inference import pointwise_conv, use_inference_path
-from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm, channel_layer_norm, channel_standardize
+from monai_egeunet.networks.blocks.inference import (
+    center_,
+    channels_last_pointwise,
+    depthwise_conv3x3,
+    pointwise_conv,
+    use_inference_path,
+)
+from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm, channel_layer_norm
 
 __all__ = ["GAB"]
+
+
+def _dilated(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for one of GAB's depthwise dilated convolutions, through the cheaper kernel when 3x3."""
+    if conv.kernel_size == (3, 3):
+        return depthwise_conv3x3(x, conv.weight, conv.bias, conv.dilation[0])
+    return F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+
+
+def _merged_kernel(convs: tuple[nn.Conv2d, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One depthwise kernel (and bias) equal to GAB's dilated 3x3 convolutions side by side (zero padding "same").
+
+    A 3x3 kernel with dilation ``d`` is a ``(2r+1) x (2r+1)`` kernel (``r`` the largest dilation) with its nine taps
+    at offsets ``-d, 0, d`` from the centre and zeros elsewhere; the zeros add nothing to the sums.
+    """
+    radius = max(conv.dilation[0] for conv in convs)
+    size = 2 * radius + 1
+    first = convs[0].weight
+    g = first.shape[0]
+    kernel = first.new_zeros(len(convs) * g, 1, size, size)
+    for i, conv in enumerate(convs):
+        d = conv.dilation[0]
+        kernel[i * g : (i + 1) * g, :, radius - d : radius + d + 1 : d, radius - d : radius + d + 1 : d] = conv.weight
+    if all(conv.bias is None for conv in convs):
+        return kernel, None
+    return kernel, torch.cat([first.new_zeros(g) if conv.bias is None else conv.bias for conv in convs])
 
 
 class GAB(nn.Module):
@@ -109,33 +142,40 @@ class GAB(nn.Module):
 
     @torch.jit.unused
     def _forward_inference(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Same function as the plain path, with the tail layer norm's affine folded into the tail convolution.
+        """Same function as :meth:`_forward_plain` with fewer passes over the (large) fused feature maps.
 
-        ``W (z * g + b) + c`` is the pointwise convolution of ``z`` with weight ``W diag(g)`` and bias ``W b + c``
-        (a few operations on a ``Cout x Cin`` matrix instead of one on the whole feature map).
+        Works in place on the buffers it creates, picks the cheaper kernel for each dilated convolution, and folds
+        the tail layer norm into the tail convolution: with ``y`` centred over channels and ``r = 1/std`` per
+        position, ``W ((y r) g + b) + c = (W diag(g) y) r + (W b + c)``, so the scaling by ``r`` happens after the
+        projection, on ``low_channels`` maps instead of ``4 * group``.
         """
         pre = self.pre_project
         xh = pointwise_conv(xh, pre.weight, pre.bias)
         if xh.shape[2:] != xl.shape[2:]:
             xh = F.interpolate(xh, size=[xl.shape[2], xl.shape[3]], mode="bilinear", align_corners=True)
-        z = self._group_norm(xh, xl, mask)
-        g = z.shape[1] // 4
-        ys = []
-        for i, conv in enumerate((self.g0[1], self.g1[1], self.g2[1], self.g3[1])):
-            ys.append(
-                F.conv2d(
-                    z[:, i * g : (i + 1) * g],
-                    conv.weight,
-                    conv.bias,
-                    padding=conv.padding,
-                    dilation=conv.dilation,
-                    groups=conv.groups,
-                )
-            )
+        b, _, height, width = xl.shape
+        hs = torch.chunk(xh, 4, dim=1)
+        ls = torch.chunk(xl, 4, dim=1)
+        z = torch.cat([hs[0], ls[0], mask, hs[1], ls[1], mask, hs[2], ls[2], mask, hs[3], ls[3], mask], dim=1)
+        channels = z.shape[1]
+        g = channels // 4
+        norms = [self.g0[0], self.g1[0], self.g2[0], self.g3[0]]
+        rstd = center_(z.view(b, 4, g, height, width), norms[0].eps)  # z * rstd * sqrt(g) is normalised
+        z.view(b, 4, g, height, width).mul_(rstd)
+        weight = torch.cat([n.weight for n in norms]).mul_(math.sqrt(g)).view(1, channels, 1, 1)
+        bias = torch.cat([n.bias for n in norms]).view(1, channels, 1, 1)
+        convs = (self.g0[1], self.g1[1], self.g2[1], self.g3[1])
+        if height * width <= 256 and all(conv.kernel_size == (3, 3) for conv in convs):
+            # small maps: the four dilated 3x3 convolutions as one depthwise convolution whose kernel holds them
+            # all (zeros elsewhere), channels-last: one oneDNN call instead of four, each with layout reorders
+            y = torch.addcmul(bias, z, weight, out=torch.empty_like(z, memory_format=torch.channels_last))
+            kernel, kernel_bias = _merged_kernel(convs)
+            y = F.conv2d(y, kernel, kernel_bias, padding=(kernel.shape[-1] - 1) // 2, groups=channels)
+        else:
+            torch.addcmul(bias, z, weight, out=z)
+            y = torch.cat([_dilated(conv, z[:, i * g : (i + 1) * g]) for i, conv in enumerate(convs)], dim=1)
         norm, tail = self.tail_conv[0], self.tail_conv[1]
+        rstd = center_(y.view(b, 1, channels, height, width), norm.eps).reshape(b, 1, height, width)
         w = tail.weight.flatten(1)
-        return pointwise_conv(
-            channel_standardize(torch.cat(ys, dim=1), norm.eps),
-            w * norm.weight,
-            torch.addmv(tail.bias, w, norm.bias),
-        )
+        out = channels_last_pointwise(y, w * (norm.weight * math.sqrt(channels)), None)
+        return torch.addcmul(torch.addmv(tail.bias, w, norm.bias).view(1, -1, 1, 1), out, rstd, out=out)

@@ -4,8 +4,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_egeunet.networks.blocks.inference import ParameterSnapshotCache, pointwise_conv, use_inference_path
-from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm, channel_standardize
+from monai_egeunet.networks.blocks.inference import (
+    ParameterSnapshotCache,
+    channels_last_layer_norm,
+    channels_last_pointwise,
+    rows_linear,
+    use_inference_path,
+)
+from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm
 
 __all__ = ["GHPA", "HadamardAttentionCache"]
 
@@ -15,6 +21,18 @@ def _depthwise_separable(channels: int, conv: type[nn.Module]) -> nn.Sequential:
     return nn.Sequential(
         conv(channels, channels, kernel_size=3, padding=1, groups=channels), nn.GELU(), conv(channels, channels, 1)
     )
+
+
+# (submodule path, parameter name) of every parameter the cached inference tensors are computed from; read through
+# the module dictionaries because ``named_parameters()`` costs tens of microseconds per call
+_CACHE_SOURCES = (
+    *(((), f"params_{axes}") for axes in ("xy", "zx", "zy")),
+    *(((f"conv_{axes}", i), n) for axes in ("xy", "zx", "zy") for i in ("0", "2") for n in ("weight", "bias")),
+    (("norm1",), "weight"),
+    (("norm1",), "bias"),
+    (("dw", "0"), "weight"),
+    (("dw", "0"), "bias"),
+)
 
 
 class HadamardAttentionCache(ParameterSnapshotCache):
@@ -105,42 +123,39 @@ class GHPA(nn.Module):
         a_zy = a_zy.view(1, c, 1, width).expand(1, c, height, width)
         return torch.cat([a_xy, a_zx, a_zy], dim=1)
 
+    @torch.jit.unused
     def _cache_sources(self) -> list[torch.Tensor]:
-        return [
-            self.params_xy,
-            self.params_zx,
-            self.params_zy,
-            *self.conv_xy.parameters(),
-            *self.conv_zx.parameters(),
-            *self.conv_zy.parameters(),
-            self.norm1.weight,
-            self.norm1.bias,
-            self.dw[0].weight,
-            self.dw[0].bias,
-        ]
+        """The parameters :meth:`_folded` depends on, looked up afresh (a replaced parameter is seen)."""
+        sources = []
+        for path, name in _CACHE_SOURCES:
+            module: nn.Module = self
+            for part in path:
+                module = module._modules[part]  # type: ignore[assignment]
+            sources.append(module._parameters[name])
+        return sources  # type: ignore[return-value]
 
     @torch.jit.unused
     def _folded(self, height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per-size inference tensors: ``(scale, shift, weight, bias)``, computed once and cached.
+        """Per-size inference tensors ``(scale, shift, weight, bias)``, computed once and cached.
 
-        ``norm1``'s affine ``z * g + b`` followed by a product with the maps ``m`` is ``z * (g m) + (b m)``: one
-        multiply-add with ``scale = g m`` and ``shift = b m``. For the fourth group, ``norm1``'s affine followed by
-        the pointwise convolution ``W (z * g + b) + c`` is the pointwise convolution with weight ``W diag(g)`` and
-        bias ``W b + c``.
+        ``norm1``'s affine ``z * g + b`` followed by the product with the maps ``m`` is ``z * (g m) + (b m)``: one
+        multiply-add with ``scale = g m`` and ``shift = b m`` (stored channels-last, ``(1, H, W, 3C/4)``). For the
+        fourth group, ``norm1``'s affine followed by the pointwise convolution ``W (z * g + b) + c`` is one matrix
+        product with weight ``W diag(g)`` (stored transposed, ``(C/4, C/4)``) and bias ``W b + c``.
         """
         sources = self._cache_sources()
-        key = (height, width, like.dtype, like.device, torch.is_inference_mode_enabled())
+        key = (height, width, like.dtype, like.device)
         entry = self.cache.get(key, sources)
         if entry is None:
             split = 3 * self.group_channels
-            g, b = self.norm1.weight.view(-1, 1, 1), self.norm1.bias.view(-1, 1, 1)
-            maps = self.attention(height, width)
+            g, b = self.norm1.weight, self.norm1.bias
+            maps = self.attention(height, width)[0].permute(1, 2, 0)  # (H, W, 3C/4)
             w = self.dw[0].weight.flatten(1)
             entry = (
-                maps * g[:split],
-                maps * b[:split],
-                w * self.norm1.weight[split:],
-                torch.addmv(self.dw[0].bias, w, self.norm1.bias[split:]),
+                (maps * g[:split]).unsqueeze(0).contiguous(),
+                (maps * b[:split]).unsqueeze(0).contiguous(),
+                (w * g[split:]).t().contiguous(),
+                torch.addmv(self.dw[0].bias, w, b[split:]),
             )
             self.cache.put(key, sources, entry)
         return entry
@@ -156,18 +171,28 @@ class GHPA(nn.Module):
 
     @torch.jit.unused
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Same function as the plain path, with ``norm1``'s affine folded (see :meth:`_folded`) and cheaper 1x1s."""
-        height, width = x.shape[2], x.shape[3]
+        """Same function as :meth:`_forward_plain`, computed channels-last with fewer, cheaper operators.
+
+        With the channels of each position contiguous, the layer norms reduce over a contiguous axis (one
+        ``F.layer_norm`` call, or thread-free element-wise operators on small maps), the pointwise convolutions are
+        matrix products without copies, and the depthwise convolutions skip oneDNN's layout reorders. ``norm1``'s
+        affine is folded into the attention maps and the fourth group's pointwise convolution (:meth:`_folded`).
+        Returns a channel-first ``(B, out_channels, H, W)`` tensor.
+        """
+        b, channels, height, width = x.shape
+        c = self.group_channels
+        split = 3 * c
         scale, shift, w1, b1 = self._folded(height, width, x)
-        split = 3 * self.group_channels
-        z = channel_standardize(x, self.norm1.eps)
-        att = torch.addcmul(shift, z[:, :split], scale)
+        z = channels_last_layer_norm(x.permute(0, 2, 3, 1), None, None, self.norm1.eps)  # (B, H, W, C)
+        att = torch.addcmul(shift, z[..., :split], scale)
+        d = rows_linear(z.view(-1, channels)[:, split:], w1, b1).view(b, height, width, c)
         dw = self.dw[2]
-        d = F.conv2d(F.gelu(pointwise_conv(z[:, split:], w1, b1)), dw.weight, dw.bias, padding=1, groups=dw.groups)
-        y = self.norm2(torch.cat([att, d], dim=1))
+        d = F.conv2d(F.gelu(d).permute(0, 3, 1, 2), dw.weight, dw.bias, padding=1, groups=c)
+        y = torch.cat([att, d.permute(0, 2, 3, 1)], dim=3)
+        y = channels_last_layer_norm(y, self.norm2.weight, self.norm2.bias, self.norm2.eps)
         ldw, proj = self.ldw[0], self.ldw[2]
-        y = F.gelu(F.conv2d(y, ldw.weight, ldw.bias, padding=1, groups=ldw.groups))
-        return pointwise_conv(y, proj.weight, proj.bias)
+        y = F.gelu(F.conv2d(y.permute(0, 3, 1, 2), ldw.weight, ldw.bias, padding=1, groups=channels))
+        return channels_last_pointwise(y, proj.weight, proj.bias)
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -168,47 +168,52 @@ class EGEUNet(nn.Module):
         t6 = F.gelu(self.encoder6(t5))
 
         out5 = F.gelu(self.dbn1(self.decoder1(t6)))
-        mask5 = self._pointwise(self.gt_conv1[0], out5, fast)
+        mask5 = self._pointwise(out5, self.gt_conv1[0].weight, self.gt_conv1[0].bias, fast)
         if self.bridge:
             t5 = self.GAB5(t6, t5, mask5)
-        out5 = out5 + t5
+        out5 = self._add(out5, t5, fast)
 
         out4 = F.gelu(_upsample(self.dbn2(self.decoder2(out5)), t4.shape[2], t4.shape[3]))
-        mask4 = self._pointwise(self.gt_conv2[0], out4, fast)
+        mask4 = self._pointwise(out4, self.gt_conv2[0].weight, self.gt_conv2[0].bias, fast)
         if self.bridge:
             t4 = self.GAB4(t5, t4, mask4)
-        out4 = out4 + t4
+        out4 = self._add(out4, t4, fast)
 
         out3 = F.gelu(_upsample(self.dbn3(self.decoder3(out4)), t3.shape[2], t3.shape[3]))
-        mask3 = self._pointwise(self.gt_conv3[0], out3, fast)
+        mask3 = self._pointwise(out3, self.gt_conv3[0].weight, self.gt_conv3[0].bias, fast)
         if self.bridge:
             t3 = self.GAB3(t4, t3, mask3)
-        out3 = out3 + t3
+        out3 = self._add(out3, t3, fast)
 
         out2 = F.gelu(_upsample(self.dbn4(self.decoder4(out3)), t2.shape[2], t2.shape[3]))
-        mask2 = self._pointwise(self.gt_conv4[0], out2, fast)
+        mask2 = self._pointwise(out2, self.gt_conv4[0].weight, self.gt_conv4[0].bias, fast)
         if self.bridge:
             t2 = self.GAB2(t3, t2, mask2)
-        out2 = out2 + t2
+        out2 = self._add(out2, t2, fast)
 
         out1 = F.gelu(_upsample(self.dbn5(self.decoder5(out2)), t1.shape[2], t1.shape[3]))
-        mask1 = self._pointwise(self.gt_conv5[0], out1, fast)
+        mask1 = self._pointwise(out1, self.gt_conv5[0].weight, self.gt_conv5[0].bias, fast)
         if self.bridge:
             t1 = self.GAB1(t2, t1, mask1)
-        out1 = out1 + t1
+        out1 = self._add(out1, t1, fast)
 
-        out0 = _upsample(self._pointwise(self.final, out1, fast), h, w)
+        out0 = _upsample(self._pointwise(out1, self.final.weight, self.final.bias, fast), h, w)
         if self.training and self.deep_supervision:
             return [out0] + [_upsample(m, h, w) for m in (mask1, mask2, mask3, mask4, mask5)]
         return out0
+
+    @staticmethod
+    def _add(x: torch.Tensor, y: torch.Tensor, fast: bool) -> torch.Tensor:
+        # in inference x is a fresh map no one else holds: add in place rather than allocate another
+        return x.add_(y) if fast else x + y
 
     @staticmethod
     def _pool(x: torch.Tensor, fast: bool) -> torch.Tensor:
         return max_pool_2x2(x) if fast else F.max_pool2d(x, 2, 2)
 
     @staticmethod
-    def _pointwise(conv: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
-        return pointwise_conv(x, conv.weight, conv.bias) if fast else conv(x)
+    def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
+        return pointwise_conv(x, weight, bias) if fast else F.conv2d(x, weight, bias)
 
 
 EgeUNet = Egeunet = EGEUNet
