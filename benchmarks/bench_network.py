@@ -8,8 +8,9 @@ What it measures, all at 3 x 256 x 256 inputs:
   ``monai.networks.nets.UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)``, and EGE-UNet exported
   to ONNX (TorchScript-based exporter, dynamic batch/height/width) run by ONNX Runtime's CPU provider. The runtimes
   take turns on the same input (interleaved rounds after a warm-up), so a load change on the machine hits them alike;
-  the table gives median milliseconds per batch, images per second and the median of the per-round ratios
-  EGE-UNet / UNet.
+  ONNX Runtime, which has its own thread pool, is timed in a block of its own right after. The table gives median
+  milliseconds per batch, images per second and the ratio to UNet (median of the per-round ratios; for ONNX Runtime
+  the ratio of medians).
 * peak memory: the increase of the process's peak resident set size (``VmHWM``, reset after loading the model) over
   the resident set before the forward passes, each runtime in its own fresh child process (so: activations and
   workspace, not weights or libraries).
@@ -75,7 +76,10 @@ def _export_onnx(net: torch.nn.Module, path: Path) -> None:
 def _ort_runner(path: Path):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # ONNX Runtime's worker threads spin after each run by default, taking the second core from whatever runs next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})[0]
 
@@ -190,10 +194,16 @@ def main() -> None:
     for batch in args.batches:
         x = torch.rand(batch, 3, SIZE, SIZE)
         repeats = args.repeats if batch == 1 else max(5, args.repeats // 2)
-        times = _time(runners, x, repeats)
+        # the two PyTorch models take turns; ONNX Runtime (its own thread pool) runs in a block of its own after
+        times = _time({k: v for k, v in runners.items() if "ONNX" not in k}, x, repeats)
         unet_times = times["UNet (yardstick)"]
-        for name, ts in times.items():
-            ratio = statistics.median(t / u for t, u in zip(ts, unet_times))
+        for name in runners:
+            if name in times:
+                ts = times[name]
+                ratio = statistics.median(t / u for t, u in zip(ts, unet_times))
+            else:
+                ts = _time({name: runners[name]}, x, repeats)[name]
+                ratio = statistics.median(ts) / statistics.median(unet_times)
             rows.append((name, batch, statistics.median(ts) * 1e3, batch / statistics.median(ts), ratio))
 
     memory = {}
@@ -206,7 +216,7 @@ def main() -> None:
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
         f"({platform.machine()}), load average {load:.2f}, input 3x{SIZE}x{SIZE}\n"
     )
-    print("| model | batch | ms / batch (median) | images / s | ratio to UNet (median of rounds) | peak RSS + (MB) |")
+    print("| model | batch | ms / batch (median) | images / s | ratio to UNet | peak RSS + (MB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, batch, ms, ips, ratio in rows:
         print(f"| {name} | {batch} | {ms:.1f} | {ips:.1f} | {ratio:.2f} | {memory[name][batch]:.0f} |")

@@ -16,7 +16,7 @@ import torch
 from parameterized import parameterized
 
 from monai_egeunet import EGEUNet
-from monai_egeunet.networks.blocks import GHPA
+from monai_egeunet.networks.blocks import GAB, GHPA
 
 QUICK = os.environ.get("QUICKTEST", "").lower() == "true"
 # a narrow network keeps these tests quick; the caches work the same for any width
@@ -62,6 +62,10 @@ def _eval_output(net: EGEUNet, x: torch.Tensor) -> torch.Tensor:
 
 def _ghpas(net: EGEUNet) -> list[GHPA]:
     return [m for m in net.modules() if isinstance(m, GHPA)]
+
+
+def _cached_blocks(net: EGEUNet) -> list:
+    return [m for m in net.modules() if isinstance(m, (GHPA, GAB))]
 
 
 def _assert_same(test: unittest.TestCase, actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-6) -> None:
@@ -118,6 +122,13 @@ def _edit_gab_norm_via_data(net: EGEUNet) -> None:
     net.GAB2.g1[0].bias.data.add_(0.2)
 
 
+def _edit_gab_convs_via_data(net: EGEUNet) -> None:
+    # GAB5 runs the merged 15x15 kernel (small maps), GAB1 the merged 5x5 one of dilations 1 and 2 (large maps)
+    net.GAB5.g3[1].weight.data.mul_(1.5)
+    net.GAB1.g1[1].bias.data.add_(0.3)
+    net.GAB1.g0[1].weight.data.mul_(-1.0)
+
+
 def _edit_under_no_grad(net: EGEUNet) -> None:
     with torch.no_grad():
         for ghpa in _ghpas(net):
@@ -144,6 +155,7 @@ MUTATIONS = [
     ["attention_conv_data", _edit_attention_conv_via_data],
     ["folded_norm_data", _edit_folded_norm_via_data],
     ["gab_norm_data", _edit_gab_norm_via_data],
+    ["gab_conv_data", _edit_gab_convs_via_data],
     ["no_grad_in_place", _edit_under_no_grad],
     ["replace_parameter", _replace_parameter],
     ["train_eval_switch", _train_eval_switch],
@@ -155,7 +167,7 @@ class TestEGEUNetInferenceCache(unittest.TestCase):
         net = _perturbed()
         x = torch.rand(2, 3, 96, 64)
         fast = _eval_output(net, x)
-        self.assertTrue(all(len(m.cache) == 1 for m in _ghpas(net)), "eval + no_grad should fill the GHPA caches")
+        self.assertTrue(all(len(m.cache) == 1 for m in _cached_blocks(net)), "eval + no_grad should fill the caches")
         _assert_close_to_scale(self, fast, _plain_output(net, x), 1e-4)
         net64 = copy.deepcopy(net).double()
         x64 = x.double()
@@ -216,7 +228,7 @@ class TestEGEUNetInferenceCache(unittest.TestCase):
             out = _eval_output(net, x)
             self.assertEqual(out.shape, (x.shape[0], 1, h, w))
             _assert_same(self, out, _fresh_output(net, x))
-        self.assertTrue(all(len(m.cache) <= m.cache.max_entries for m in _ghpas(net)))
+        self.assertTrue(all(len(m.cache) <= m.cache.max_entries for m in _cached_blocks(net)))
 
     def test_channels_last_input(self):
         net = _perturbed()
@@ -279,7 +291,7 @@ class TestEGEUNetOnnx(unittest.TestCase):
             import onnxruntime  # noqa: F401
             import onnxscript  # noqa: F401
         except ImportError as e:  # pragma: no cover
-            raise unittest.SkipTest(f"ONNX export test needs onnxruntime and onnxscript: {e}")
+            raise unittest.SkipTest(f"ONNX export test needs onnxruntime and onnxscript: {e}") from e
         cls.net = _perturbed(features=(8, 16, 24, 32, 48, 64))
         # fill the caches at one of the sizes checked below, as a deployed model would have
         _eval_output(cls.net, torch.rand(1, 3, 256, 256))

@@ -8,10 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_egeunet.networks.blocks.inference import (
+    ParameterSnapshotCache,
     center_,
     channels_last_pointwise,
     depthwise_conv3x3,
     pointwise_conv,
+    upsample_bilinear,
     use_inference_path,
 )
 from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm, channel_layer_norm
@@ -45,6 +47,14 @@ def _merged_kernel(convs: tuple[nn.Conv2d, ...]) -> tuple[torch.Tensor, torch.Te
     return kernel, torch.cat([first.new_zeros(g) if conv.bias is None else conv.bias for conv in convs])
 
 
+def _all_3x3(convs: tuple[nn.Conv2d, ...]) -> bool:
+    return all(conv.kernel_size == (3, 3) and conv.dilation[0] == conv.dilation[1] for conv in convs)
+
+
+def _or_none(t: torch.Tensor) -> torch.Tensor | None:
+    return t if t.numel() > 0 else None
+
+
 class GAB(nn.Module):
     """Group Aggregation Bridge (GAB) of EGE-UNet: fuses a skip connection with deeper features and a mask.
 
@@ -53,6 +63,10 @@ class GAB(nn.Module):
     with the decoder's mask (its logits) and passed through a channel layer norm and a depthwise 3x3 convolution
     with dilation ``dilations[i]``, so each group sees a different scale. A final layer norm and pointwise
     convolution mix the four groups.
+
+    In inference (eval mode, autograd off) an equivalent, cheaper computation runs (see :meth:`_forward_inference`),
+    with the tensors it derives from the parameters alone cached in ``cache`` and recomputed whenever a parameter
+    value changes; training, autograd, TorchScript and exports run the original computation.
 
     Parameter names follow the original release (``pre_project``, ``g0`` ... ``g3``, ``tail_conv``).
 
@@ -73,6 +87,9 @@ class GAB(nn.Module):
         >>> bridge(xh, xl, mask).shape
         torch.Size([1, 8, 64, 64])
     """
+
+    # the cache is an eager-mode inference aid: scripted modules always compute from the parameters
+    __jit_ignored_attributes__ = ["cache"]
 
     def __init__(
         self,
@@ -95,6 +112,7 @@ class GAB(nn.Module):
             self.add_module(f"g{i}", nn.Sequential(ChannelLayerNorm(group), conv))
         fused = 4 * group
         self.tail_conv = nn.Sequential(ChannelLayerNorm(fused), nn.Conv2d(fused, low_channels, 1))
+        self.cache = ParameterSnapshotCache(max_entries=2)
 
     def forward(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """
@@ -140,42 +158,105 @@ class GAB(nn.Module):
         bias = torch.cat([n.bias for n in norms])
         return channel_layer_norm(z, weight, bias, self.g0[0].eps, groups=4)
 
+    def train(self, mode: bool = True) -> GAB:
+        self.cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # .to()/.double()/.cuda() make new tensors: drop what was derived from the old ones rather than hold it
+        self.cache.clear()
+        return super()._apply(fn, recurse)
+
+    @torch.jit.unused
+    def _cache_sources(self) -> list[torch.Tensor]:
+        """The parameters :meth:`_folded` depends on (all but ``pre_project``), looked up afresh."""
+        sources = []
+        for name in ("g0", "g1", "g2", "g3", "tail_conv"):
+            for layer in self._modules[name]._modules.values():  # type: ignore[union-attr]
+                sources.extend(p for p in layer._parameters.values() if p is not None)
+        return sources  # type: ignore[return-value]
+
+    @torch.jit.unused
+    def _folded(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Inference tensors derived from the parameters only, computed once and cached (never stale, see
+        :class:`~monai_egeunet.networks.blocks.inference.ParameterSnapshotCache`):
+
+        * the four group norms' scales (times ``sqrt(group)``, see :func:`center_`) and shifts, concatenated;
+        * the merged depthwise kernel and bias of the four dilated 3x3 convolutions (:func:`_merged_kernel`), and
+          of those with dilation 1 and 2 only;
+        * the tail: ``W diag(g) sqrt(C)`` and ``W b + c`` (see :meth:`_forward_inference`).
+        """
+        key = (like.dtype, like.device)
+        sources = self._cache_sources()
+        entry = self.cache.get(key, sources)
+        if entry is None:
+            norms = [self.g0[0], self.g1[0], self.g2[0], self.g3[0]]
+            convs = (self.g0[1], self.g1[1], self.g2[1], self.g3[1])
+            g = norms[0].num_channels
+            channels = 4 * g
+            weight = torch.cat([n.weight for n in norms]).mul(math.sqrt(g)).view(1, channels, 1, 1)
+            bias = torch.cat([n.bias for n in norms]).view(1, channels, 1, 1)
+            empty = weight.new_zeros(0)
+            kernel, kernel_bias = _merged_kernel(convs) if _all_3x3(convs) else (empty, None)
+            # on large maps only the groups with dilation 1 or 2 (a prefix) are merged: a 5x5 kernel, where the
+            # larger dilations would need a 15x15 one (25 times the arithmetic of 3x3)
+            prefix = 0
+            while prefix < len(convs) and convs[prefix].dilation[0] <= 2 and _all_3x3(convs[: prefix + 1]):
+                prefix += 1
+            head, head_bias = _merged_kernel(convs[:prefix]) if prefix > 1 else (empty, None)
+            norm, tail = self.tail_conv[0], self.tail_conv[1]
+            w = tail.weight.flatten(1)
+            entry = (
+                weight,
+                bias,
+                kernel,
+                empty if kernel_bias is None else kernel_bias,
+                head,
+                empty if head_bias is None else head_bias,
+                w * (norm.weight * math.sqrt(channels)),
+                torch.addmv(tail.bias, w, norm.bias).view(1, -1, 1, 1),
+            )
+            self.cache.put(key, sources, entry)
+        return entry
+
     @torch.jit.unused
     def _forward_inference(self, xh: torch.Tensor, xl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Same function as :meth:`_forward_plain` with fewer passes over the (large) fused feature maps.
+        """Same function as :meth:`_forward_plain` with fewer operators and passes over the fused feature maps.
 
-        Works in place on the buffers it creates, picks the cheaper kernel for each dilated convolution, and folds
-        the tail layer norm into the tail convolution: with ``y`` centred over channels and ``r = 1/std`` per
-        position, ``W ((y r) g + b) + c = (W diag(g) y) r + (W b + c)``, so the scaling by ``r`` happens after the
-        projection, on ``low_channels`` maps instead of ``4 * group``.
+        Works in place on the buffers it creates, takes the parameter-only tensors from :meth:`_folded`, picks the
+        cheaper kernel for each dilated convolution (on maps of at most 256 positions, one merged depthwise
+        convolution for all four), and folds the tail layer norm into the tail convolution: with ``y`` centred over
+        channels and ``r = 1/std`` per position, ``W ((y r) g + b) + c = (W diag(g) y) r + (W b + c)``, so the
+        scaling by ``r`` happens after the projection, on ``low_channels`` maps instead of ``4 * group``.
         """
         pre = self.pre_project
         xh = pointwise_conv(xh, pre.weight, pre.bias)
         if xh.shape[2:] != xl.shape[2:]:
-            xh = F.interpolate(xh, size=[xl.shape[2], xl.shape[3]], mode="bilinear", align_corners=True)
+            xh = upsample_bilinear(xh, xl.shape[2], xl.shape[3])
+        weight, bias, kernel, kernel_bias, head, head_bias, tail_weight, tail_bias = self._folded(xl)
         b, _, height, width = xl.shape
         hs = torch.chunk(xh, 4, dim=1)
         ls = torch.chunk(xl, 4, dim=1)
         z = torch.cat([hs[0], ls[0], mask, hs[1], ls[1], mask, hs[2], ls[2], mask, hs[3], ls[3], mask], dim=1)
         channels = z.shape[1]
         g = channels // 4
-        norms = [self.g0[0], self.g1[0], self.g2[0], self.g3[0]]
-        rstd = center_(z.view(b, 4, g, height, width), norms[0].eps)  # z * rstd * sqrt(g) is normalised
+        rstd = center_(z.view(b, 4, g, height, width), self.g0[0].eps)  # z * rstd * sqrt(g) is normalised
         z.view(b, 4, g, height, width).mul_(rstd)
-        weight = torch.cat([n.weight for n in norms]).mul_(math.sqrt(g)).view(1, channels, 1, 1)
-        bias = torch.cat([n.bias for n in norms]).view(1, channels, 1, 1)
-        convs = (self.g0[1], self.g1[1], self.g2[1], self.g3[1])
-        if height * width <= 256 and all(conv.kernel_size == (3, 3) for conv in convs):
+        if height * width <= 256 and kernel.numel() > 0:
             # small maps: the four dilated 3x3 convolutions as one depthwise convolution whose kernel holds them
             # all (zeros elsewhere), channels-last: one oneDNN call instead of four, each with layout reorders
             y = torch.addcmul(bias, z, weight, out=torch.empty_like(z, memory_format=torch.channels_last))
-            kernel, kernel_bias = _merged_kernel(convs)
-            y = F.conv2d(y, kernel, kernel_bias, padding=(kernel.shape[-1] - 1) // 2, groups=channels)
+            y = F.conv2d(y, kernel, _or_none(kernel_bias), padding=kernel.shape[-1] // 2, groups=channels)
         else:
             torch.addcmul(bias, z, weight, out=z)
-            y = torch.cat([_dilated(conv, z[:, i * g : (i + 1) * g]) for i, conv in enumerate(convs)], dim=1)
-        norm, tail = self.tail_conv[0], self.tail_conv[1]
-        rstd = center_(y.view(b, 1, channels, height, width), norm.eps).reshape(b, 1, height, width)
-        w = tail.weight.flatten(1)
-        out = channels_last_pointwise(y, w * (norm.weight * math.sqrt(channels)), None)
-        return torch.addcmul(torch.addmv(tail.bias, w, norm.bias).view(1, -1, 1, 1), out, rstd, out=out)
+            convs = (self.g0[1], self.g1[1], self.g2[1], self.g3[1])
+            ys, start = [], 0
+            if head.numel() > 0:  # the groups with dilation 1 and 2 as one 5x5 depthwise convolution
+                start = head.shape[0] // g
+                x = z[:, : head.shape[0]].contiguous(memory_format=torch.channels_last)
+                ys.append(F.conv2d(x, head, _or_none(head_bias), padding=head.shape[-1] // 2, groups=head.shape[0]))
+            ys += [_dilated(convs[i], z[:, i * g : (i + 1) * g]) for i in range(start, 4)]
+            y = torch.cat(ys, dim=1)
+        rstd = center_(y.view(b, 1, channels, height, width), self.tail_conv[0].eps).reshape(b, 1, height, width)
+        out = channels_last_pointwise(y, tail_weight, None)
+        return torch.addcmul(tail_bias, out, rstd, out=out)

@@ -6,9 +6,7 @@ from torch import nn
 
 from monai_egeunet.networks.blocks.inference import (
     ParameterSnapshotCache,
-    channels_last_layer_norm,
     channels_last_pointwise,
-    rows_linear,
     use_inference_path,
 )
 from monai_egeunet.networks.blocks.layernorm import ChannelLayerNorm
@@ -58,7 +56,9 @@ class GHPA(nn.Module):
     that maps to ``out_channels``.
 
     The attention maps depend only on the parameters and the spatial size, not on the image, so in inference
-    (eval mode, no autograd) they are computed once per size and reused; see :class:`HadamardAttentionCache`.
+    (eval mode, autograd off) they are computed once per size, with ``norm1``'s affine folded in, and reused while
+    the parameters keep their values (see :class:`HadamardAttentionCache` and :meth:`_forward_inference`); training,
+    autograd, TorchScript and exports run the original computation.
 
     Parameter names follow the original release (``params_xy``, ``conv_zx``, ``dw``, ``norm1``, ``ldw``...).
 
@@ -173,23 +173,22 @@ class GHPA(nn.Module):
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Same function as :meth:`_forward_plain`, computed channels-last with fewer, cheaper operators.
 
-        With the channels of each position contiguous, the layer norms reduce over a contiguous axis (one
-        ``F.layer_norm`` call, or thread-free element-wise operators on small maps), the pointwise convolutions are
-        matrix products without copies, and the depthwise convolutions skip oneDNN's layout reorders. ``norm1``'s
-        affine is folded into the attention maps and the fourth group's pointwise convolution (:meth:`_folded`).
-        Returns a channel-first ``(B, out_channels, H, W)`` tensor.
+        With the channels of each position contiguous, each layer norm is one ``F.layer_norm`` call, the pointwise
+        convolutions are matrix products without copies, and the depthwise convolutions skip oneDNN's layout
+        reorders. ``norm1``'s affine is folded into the attention maps and the fourth group's pointwise convolution
+        (:meth:`_folded`). Returns a channel-first ``(B, out_channels, H, W)`` tensor.
         """
         b, channels, height, width = x.shape
         c = self.group_channels
         split = 3 * c
         scale, shift, w1, b1 = self._folded(height, width, x)
-        z = channels_last_layer_norm(x.permute(0, 2, 3, 1), None, None, self.norm1.eps)  # (B, H, W, C)
+        z = F.layer_norm(x.permute(0, 2, 3, 1), (channels,), None, None, self.norm1.eps)  # (B, H, W, C)
         att = torch.addcmul(shift, z[..., :split], scale)
-        d = rows_linear(z.view(-1, channels)[:, split:], w1, b1).view(b, height, width, c)
+        d = torch.addmm(b1, z.view(-1, channels)[:, split:], w1).view(b, height, width, c)
         dw = self.dw[2]
         d = F.conv2d(F.gelu(d).permute(0, 3, 1, 2), dw.weight, dw.bias, padding=1, groups=c)
         y = torch.cat([att, d.permute(0, 2, 3, 1)], dim=3)
-        y = channels_last_layer_norm(y, self.norm2.weight, self.norm2.bias, self.norm2.eps)
+        y = F.layer_norm(y, (channels,), self.norm2.weight, self.norm2.bias, self.norm2.eps)
         ldw, proj = self.ldw[0], self.ldw[2]
         y = F.gelu(F.conv2d(y.permute(0, 3, 1, 2), ldw.weight, ldw.bias, padding=1, groups=channels))
         return channels_last_pointwise(y, proj.weight, proj.bias)

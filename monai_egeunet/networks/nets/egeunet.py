@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_egeunet.networks.blocks import GAB, GHPA
-from monai_egeunet.networks.blocks.inference import max_pool_2x2, pointwise_conv, use_inference_path
+from monai_egeunet.networks.blocks.inference import (
+    channels_last_pointwise,
+    max_pool_2x2,
+    upsample_bilinear,
+    use_inference_path,
+)
 
 __all__ = ["EGEUNet", "EgeUNet", "Egeunet"]
 
@@ -39,6 +44,12 @@ class EGEUNet(nn.Module):
     (H/2) to the coarsest (H/32) and upsampled to ``(H, W)``. Every flag combination runs. Parameter names are
     those of the original release, so its checkpoints load with ``load_state_dict(..., strict=True)`` for the
     default configuration (see :func:`monai_egeunet.networks.load_original_checkpoint`).
+
+    In inference (eval mode under ``torch.no_grad()`` or ``torch.inference_mode()``) the blocks run an equivalent
+    but cheaper computation: the same function up to float rounding (float64 matches the original release to about
+    1e-13), with tensors derived from the parameters alone (GHPA attention maps, folded layer norms, merged kernels)
+    cached and recomputed whenever a parameter's value changes. Training, any autograd recording, TorchScript,
+    tracing and exports run the original computation operator by operator.
 
     Args:
         spatial_dims: number of spatial dimensions; only 2 is supported.
@@ -173,25 +184,25 @@ class EGEUNet(nn.Module):
             t5 = self.GAB5(t6, t5, mask5)
         out5 = self._add(out5, t5, fast)
 
-        out4 = F.gelu(_upsample(self.dbn2(self.decoder2(out5)), t4.shape[2], t4.shape[3]))
+        out4 = F.gelu(self._up(self.dbn2(self.decoder2(out5)), t4.shape[2], t4.shape[3], fast))
         mask4 = self._pointwise(out4, self.gt_conv2[0].weight, self.gt_conv2[0].bias, fast)
         if self.bridge:
             t4 = self.GAB4(t5, t4, mask4)
         out4 = self._add(out4, t4, fast)
 
-        out3 = F.gelu(_upsample(self.dbn3(self.decoder3(out4)), t3.shape[2], t3.shape[3]))
+        out3 = F.gelu(self._up(self.dbn3(self.decoder3(out4)), t3.shape[2], t3.shape[3], fast))
         mask3 = self._pointwise(out3, self.gt_conv3[0].weight, self.gt_conv3[0].bias, fast)
         if self.bridge:
             t3 = self.GAB3(t4, t3, mask3)
         out3 = self._add(out3, t3, fast)
 
-        out2 = F.gelu(_upsample(self.dbn4(self.decoder4(out3)), t2.shape[2], t2.shape[3]))
+        out2 = F.gelu(self._up(self.dbn4(self.decoder4(out3)), t2.shape[2], t2.shape[3], fast))
         mask2 = self._pointwise(out2, self.gt_conv4[0].weight, self.gt_conv4[0].bias, fast)
         if self.bridge:
             t2 = self.GAB2(t3, t2, mask2)
         out2 = self._add(out2, t2, fast)
 
-        out1 = F.gelu(_upsample(self.dbn5(self.decoder5(out2)), t1.shape[2], t1.shape[3]))
+        out1 = F.gelu(self._up(self.dbn5(self.decoder5(out2)), t1.shape[2], t1.shape[3], fast))
         mask1 = self._pointwise(out1, self.gt_conv5[0].weight, self.gt_conv5[0].bias, fast)
         if self.bridge:
             t1 = self.GAB1(t2, t1, mask1)
@@ -208,12 +219,16 @@ class EGEUNet(nn.Module):
         return x.add_(y) if fast else x + y
 
     @staticmethod
+    def _up(x: torch.Tensor, height: int, width: int, fast: bool) -> torch.Tensor:
+        return upsample_bilinear(x, height, width) if fast else _upsample(x, height, width)
+
+    @staticmethod
     def _pool(x: torch.Tensor, fast: bool) -> torch.Tensor:
         return max_pool_2x2(x) if fast else F.max_pool2d(x, 2, 2)
 
     @staticmethod
     def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fast: bool) -> torch.Tensor:
-        return pointwise_conv(x, weight, bias) if fast else F.conv2d(x, weight, bias)
+        return channels_last_pointwise(x, weight, bias) if fast else F.conv2d(x, weight, bias)
 
 
 EgeUNet = Egeunet = EGEUNet
