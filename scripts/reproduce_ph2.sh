@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Reproduces the PH2 results end to end from the PH2 folder: trains EGE-UNet (and, with BASELINE=1, MONAI's UNet the
 # same way), evaluates each on the 60 test images at full resolution, and prints the results table.
+# Protocol (the original release's): all 140 training ids train, no validation, the final epoch (300) is kept; model
+# selection never sees the 60 test ids.
 #   bash scripts/reproduce_ph2.sh [PH2_DIR]            (PH2_DIR defaults to ../shared/data/ph2)
 # Every step resumes: run it again after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PH2_DIR=${1:-../shared/data/ph2}
 SPLIT=data/ph2_split.json
-COMMON=(--dataset_dir "$PH2_DIR" --split_file "$SPLIT" --val_fraction 0.15 --val_interval 2)
+COMMON=(--dataset_dir "$PH2_DIR" --split_file "$SPLIT" --val_fraction 0)
 
 run_model () {  # name, extra config files...
     local name=$1; shift

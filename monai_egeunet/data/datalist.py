@@ -309,14 +309,15 @@ def prepare_datalists(
     The split comes, in this order of preference, from ``split_file`` (ids; its training ids are further split
     into training and validation unless it also lists validation ids), from the layout (ISIC archive folders, the
     original release's ``train``/``val``, a datalist's lists), or from a seeded shuffle of the sorted ids: a
-    ``val_fraction`` share (0.3: the paper's 7:3 protocol) goes to validation. The result is written to
+    ``val_fraction`` share (0.3: the paper's 7:3 protocol) goes to validation; 0 trains on the whole pool with no
+    validation list (the model kept is then the final epoch's). The result is written to
     ``output_dir/datalist.json`` (a MONAI datalist that can be passed back as ``dataset_dir`` to repeat the run).
 
     Args:
         dataset_dir: a dataset folder or datalist JSON (see :func:`find_pairs`); None for the embedded synthetic
             demo set, generated on first use (see :func:`make_synthetic_dataset`).
         output_dir: where to write ``datalist.json``; None to write nothing.
-        val_fraction: share of the training pool held out for validation when no split says otherwise.
+        val_fraction: share of the training pool held out for validation when no split says otherwise; 0 for none.
         seed: seed of the shuffle.
         split_file: optional JSON of ids, e.g. ``{"train": [...], "test": [...]}``.
         check: check every pair (sizes, readability, binary masks) first; see :func:`check_pairs`.
@@ -326,8 +327,8 @@ def prepare_datalists(
 
     Raises:
         DatasetError: for an unusable dataset (see :func:`find_pairs`, :func:`check_pairs`), split ids that are
-            not in the dataset, or an empty training or validation list.
-        ValueError: when ``val_fraction`` is not in (0, 1).
+            not in the dataset, an empty training list, or an empty validation list while ``val_fraction`` > 0.
+        ValueError: when ``val_fraction`` is not in [0, 1).
 
     Example::
 
@@ -335,8 +336,8 @@ def prepare_datalists(
         >>> sorted(lists)
         ['test', 'training', 'validation']
     """
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1) (0: no validation, keep the final epoch), got {val_fraction}")
     if dataset_dir is None or str(dataset_dir) == "":
         from monai_egeunet.data.synthetic import default_synthetic_dir, make_synthetic_dataset
 
@@ -354,13 +355,13 @@ def prepare_datalists(
     else:
         for it in items:
             lists[it.get("split", "training")].append(it)
-    if not lists["validation"]:
+    if not lists["validation"] and float(val_fraction) > 0:
         pool = sorted(lists["training"], key=lambda it: it["id"])
         random.Random(seed).shuffle(pool)
         n_val = max(1, round(len(pool) * float(val_fraction)))
         lists["validation"], lists["training"] = pool[:n_val], sorted(pool[n_val:], key=lambda it: it["id"])
         lists["validation"].sort(key=lambda it: it["id"])
-    for split in ("training", "validation"):
+    for split in ("training", "validation") if float(val_fraction) > 0 else ("training",):
         if not lists[split]:
             raise DatasetError(f"dataset_dir {dataset_dir} ({layout} layout) gives an empty {split} list")
     if check:

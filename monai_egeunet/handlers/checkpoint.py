@@ -20,7 +20,7 @@ from torch import nn
 
 from monai_egeunet.networks.checkpoint import load_weights, unwrap
 
-__all__ = ["save_atomic", "ResumableCheckpoint", "BestModelSaver", "WeightsLoader"]
+__all__ = ["save_atomic", "ResumableCheckpoint", "BestModelSaver", "FinalModelSaver", "WeightsLoader"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,35 @@ class BestModelSaver:
     def load_state_dict(self, state: Mapping[str, float]) -> None:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = int(state["best_epoch"])
+
+
+class FinalModelSaver:
+    """Saves the network as a plain CPU state dict when training completes: the model selection of a run with no
+    validation images, which keeps its final epoch (as the original EGE-UNet release does, on all training images).
+
+    Args:
+        save_dir: folder of the model file.
+        network: the network (a DistributedDataParallel wrapper is unwrapped).
+        filename: the model file name.
+        save: write files (False on ranks other than 0).
+
+    Example::
+
+        >>> FinalModelSaver("models", net).attach(trainer)  # doctest: +SKIP
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, network: nn.Module, filename: str = "model.pt", save: bool = True) -> None:
+        self.path = Path(save_dir) / filename
+        self.network = network
+        self.save_enabled = save
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.save_enabled:
+            save_atomic(_to_cpu(unwrap(self.network).state_dict()), self.path)
+            logger.info(f"final model of epoch {engine.state.epoch} saved: {self.path}")
 
 
 class WeightsLoader:

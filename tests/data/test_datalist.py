@@ -158,6 +158,10 @@ class TestBadInput:
         with pytest.raises(ValueError, match="val_fraction"):
             prepare_datalists(self.root, val_fraction=1.5)
 
+    def test_no_validation(self):
+        lists = prepare_datalists(self.root, val_fraction=0)
+        assert lists["validation"] == [] and len(lists["training"]) == len(find_pairs(self.root)[0])
+
 
 class TestLoading:
     """Images in every format become 3-channel, masks 0/1, through MONAI's own loader."""

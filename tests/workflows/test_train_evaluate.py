@@ -121,19 +121,31 @@ def test_evaluate_names_a_missing_checkpoint(tmp_path):
 def test_bad_config_value_is_named(tmp_path):
     with pytest.raises(Exception) as err:
         _workflow(TRAIN, tmp_path, val_fraction=2.0).run()
-    assert "val_fraction must be between 0 and 1" in _messages(err.value)
+    assert "val_fraction must be in [0, 1)" in _messages(err.value)
+
+
+def test_no_validation_keeps_the_final_epoch(tmp_path):
+    """val_fraction 0: every training image trains, validation never runs, model.pt is the final epoch's network."""
+    wf = _workflow(TRAIN, tmp_path, demo_max_epochs=2, val_fraction=0)
+    assert wf.check_properties() == []
+    wf.run()
+    datalist = json.loads((tmp_path / "eval" / "datalist.json").read_text())
+    assert datalist["validation"] == [] and len(datalist["training"]) == 48
+    assert wf.parser.get_parsed_content("validate#evaluator").state.epoch == 0  # never run
+    saved = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    final = wf.parser.get_parsed_content("network").state_dict()
+    assert saved.keys() == final.keys() and all(torch.equal(saved[k], final[k].cpu()) for k in saved)
+    wf.finalize()
 
 
 def test_ph2_train_and_evaluate(tmp_path):
     ph2, split = require(PH2_DIR), require(PH2_SPLIT)
-    common = {"dataset_dir": str(ph2), "split_file": str(split), "val_fraction": 0.15}
+    # the shipped weights' protocol: the split's 140 training ids all train, the final epoch is kept
+    common = {"dataset_dir": str(ph2), "split_file": str(split), "val_fraction": 0}
     wf = _workflow(TRAIN, tmp_path, max_epochs=2, **common)
     assert wf.check_properties() == []
     wf.run()
-    evaluator = wf.parser.get_parsed_content("validate#evaluator")
-    assert len(evaluator.data_loader.dataset) == 21
-    # two short epochs at 64x64 already find the lesions far better than chance
-    assert evaluator.state.best_metric > 0.5
+    assert len(wf.parser.get_parsed_content("train#dataset")) == 140
     wf.finalize()
     wf = _workflow(EVALUATE, tmp_path, workflow_type="eval", ckpt_path=str(tmp_path / "models" / "model.pt"),
                    num_overlays=1, **common)
@@ -141,6 +153,7 @@ def test_ph2_train_and_evaluate(tmp_path):
     wf.finalize()
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert summary["num_images"] == 60
+    # two short epochs at 64x64 already find the lesions far better than chance
     assert summary["metrics"]["test_pooled_dice"] > 0.5
 
 
