@@ -23,7 +23,25 @@ __all__ = [
 ]
 
 
-class EnsureRGBd(MapTransform):
+class _ItemwiseMapTransform(MapTransform):
+    """A dictionary transform that replaces each selected item by :meth:`convert` of it."""
+
+    def convert(self, img: torch.Tensor, key: Hashable) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.convert(d[key], key)
+        return d
+
+
+def _source(img: torch.Tensor, key: Hashable) -> Hashable:
+    """The file an image came from (its MONAI metadata), else its key: what an error message names."""
+    return getattr(img, "meta", {}).get("filename_or_obj", key)
+
+
+class EnsureRGBd(_ItemwiseMapTransform):
     """Makes a channel-first image 3-channel: greyscale is repeated, an alpha channel is dropped.
 
     Dermoscopy files come as RGB JPEGs, RGBA PNGs, greyscale TIFFs...; the network wants 3 channels.
@@ -42,25 +60,18 @@ class EnsureRGBd(MapTransform):
         torch.Size([3, 32, 32])
     """
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            c = img.shape[0]
-            if c in (1, 2):
-                d[key] = img[:1].repeat(3, *([1] * (img.ndim - 1)))
-            elif c == 4:
-                d[key] = img[:3]
-            elif c != 3:
-                source = getattr(img, "meta", {}).get("filename_or_obj", key)
-                raise ValueError(f"{source}: expected a grey, grey+alpha, RGB or RGBA image, got {c} channels")
-        return d
+    def convert(self, img: torch.Tensor, key: Hashable) -> torch.Tensor:
+        c = img.shape[0]
+        if c in (1, 2):
+            return img[:1].repeat(3, *([1] * (img.ndim - 1)))
+        if c == 4:
+            return img[:3]
+        if c != 3:
+            raise ValueError(f"{_source(img, key)}: expected a grey, grey+alpha, RGB or RGBA image, got {c} channels")
+        return img
 
 
-class BinarizeMaskd(MapTransform):
+class BinarizeMaskd(_ItemwiseMapTransform):
     """Turns a channel-first mask of any encoding (0/1, 0/255, RGB white-on-black) into one 0/1 float channel.
 
     A pixel is foreground when any channel exceeds half the mask's maximum, so 0/1 and 0/255 masks give the same
@@ -77,20 +88,13 @@ class BinarizeMaskd(MapTransform):
                  [1., 0.]]])
     """
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            mask = d[key]
-            peak = mask.max()
-            fg = mask.amax(dim=0, keepdim=True) > (peak / 2 if peak > 0 else 0)
-            d[key] = convert_to_dst_type(fg, mask, dtype=torch.float32)[0]
-        return d
+    def convert(self, mask: torch.Tensor, key: Hashable) -> torch.Tensor:
+        peak = mask.max()
+        fg = mask.amax(dim=0, keepdim=True) > (peak / 2 if peak > 0 else 0)
+        return convert_to_dst_type(fg, mask, dtype=torch.float32)[0]
 
 
-class EnsureSpatial2Dd(MapTransform):
+class EnsureSpatial2Dd(_ItemwiseMapTransform):
     """Makes a channel-first image 2D by dropping trailing singleton spatial dimensions (from the data, the affine and
     the ``spatial_shape`` metadata).
 
@@ -114,26 +118,22 @@ class EnsureSpatial2Dd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.squeeze = SqueezeDim(dim=-1, update_meta=True)
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            while img.ndim > 3 and img.shape[-1] == 1:
-                img = self.squeeze(img)
-                if isinstance(img, MetaTensor) and len(img.meta.get(MetaKeys.SPATIAL_SHAPE, ())) > 2:
-                    # writers compare it with the data's dimensions to find the channel (SaveImage remembers the
-                    # answer for the next images too)
-                    img.meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(img.meta[MetaKeys.SPATIAL_SHAPE])[:-1]
-            if img.ndim != 3:
-                source = getattr(img, "meta", {}).get("filename_or_obj", key)
-                raise ValueError(
-                    f"{source}: expected a 2D image (or a single-slice volume), got spatial shape {list(img.shape[1:])}"
-                )
-            d[key] = img
-        return d
+    def convert(self, img: torch.Tensor, key: Hashable) -> torch.Tensor:
+        while img.ndim > 3 and img.shape[-1] == 1:
+            img = self.squeeze(img)
+            if isinstance(img, MetaTensor) and len(img.meta.get(MetaKeys.SPATIAL_SHAPE, ())) > 2:
+                # writers compare it with the data's dimensions to find the channel (SaveImage remembers the
+                # answer for the next images too)
+                img.meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(img.meta[MetaKeys.SPATIAL_SHAPE])[:-1]
+        if img.ndim != 3:
+            raise ValueError(
+                f"{_source(img, key)}: expected a 2D image (or a single-slice volume), got spatial shape "
+                f"{list(img.shape[1:])}"
+            )
+        return img
 
 
-class MinMaxScaled(MapTransform):
+class MinMaxScaled(_ItemwiseMapTransform):
     """Per-image min-max scaling to ``[minv, maxv]``, as ``ScaleIntensityd(minv=minv, maxv=maxv)`` does, computed in
     place on a single float copy of the image.
 
@@ -169,21 +169,17 @@ class MinMaxScaled(MapTransform):
         self.maxv = float(maxv)
         self.dtype = dtype
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            if not isinstance(img, torch.Tensor):
-                img = torch.as_tensor(img)
-            # one copy, never the caller's tensor (a cached dataset item must not change)
-            img = img.to(self.dtype, copy=True)
-            lo, hi = img.aminmax()
-            if hi > lo:
-                img.sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
-            else:
-                img.fill_(self.minv)
-            d[key] = img
-        return d
+    def convert(self, img: torch.Tensor, key: Hashable) -> torch.Tensor:
+        if not isinstance(img, torch.Tensor):
+            img = torch.as_tensor(img)
+        # one copy, never the caller's tensor (a cached dataset item must not change)
+        img = img.to(self.dtype, copy=True)
+        lo, hi = img.aminmax()
+        if hi > lo:
+            img.sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
+        else:
+            img.fill_(self.minv)
+        return img
 
 
 class ResizeShortestSide(Resize):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_egeunet.networks.blocks.inference import (
+    CachedInferenceModule,
     ParameterSnapshotCache,
     center_,
     channels_last_pointwise,
@@ -55,7 +56,7 @@ def _or_none(t: torch.Tensor) -> torch.Tensor | None:
     return t if t.numel() > 0 else None
 
 
-class GAB(nn.Module):
+class GAB(CachedInferenceModule):
     """Group Aggregation Bridge (GAB) of EGE-UNet: fuses a skip connection with deeper features and a mask.
 
     The high-level features are projected to the low-level channel count by a pointwise convolution and resized
@@ -157,15 +158,6 @@ class GAB(nn.Module):
         weight = torch.cat([n.weight for n in norms])
         bias = torch.cat([n.bias for n in norms])
         return channel_layer_norm(z, weight, bias, self.g0[0].eps, groups=4)
-
-    def train(self, mode: bool = True) -> GAB:
-        self.cache.clear()
-        return super().train(mode)
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # .to()/.double()/.cuda() make new tensors: drop what was derived from the old ones rather than hold it
-        self.cache.clear()
-        return super()._apply(fn, recurse)
 
     @torch.jit.unused
     def _cache_sources(self) -> list[torch.Tensor]:

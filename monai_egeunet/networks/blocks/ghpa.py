@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_egeunet.networks.blocks.inference import (
+    CachedInferenceModule,
     ParameterSnapshotCache,
     channels_last_pointwise,
     use_inference_path,
@@ -45,7 +46,7 @@ class HadamardAttentionCache(ParameterSnapshotCache):
     """
 
 
-class GHPA(nn.Module):
+class GHPA(CachedInferenceModule):
     """Group multi-axis Hadamard Product Attention (GHPA) block of EGE-UNet.
 
     The input is layer-normalised over channels and split into four channel groups. The first three are multiplied
@@ -159,15 +160,6 @@ class GHPA(nn.Module):
             )
             self.cache.put(key, sources, entry)
         return entry
-
-    def train(self, mode: bool = True) -> GHPA:
-        self.cache.clear()
-        return super().train(mode)
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # .to()/.double()/.cuda() make new tensors: drop what was derived from the old ones rather than hold it
-        self.cache.clear()
-        return super()._apply(fn, recurse)
 
     @torch.jit.unused
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:

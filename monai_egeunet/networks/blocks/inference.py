@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CachedInferenceModule",
     "ParameterSnapshotCache",
     "center_",
     "channels_last_pointwise",
@@ -232,3 +233,22 @@ class ParameterSnapshotCache:
         while key not in self._entries and len(self._entries) >= self.max_entries:
             self._entries.pop(next(iter(self._entries)), None)
         self._entries[key] = (_Snapshot(sources), tuple(v.detach() for v in value))
+
+
+class CachedInferenceModule(nn.Module):
+    """A module whose inference fast path keeps parameter-derived tensors in ``self.cache``
+    (a :class:`ParameterSnapshotCache`, set by the subclass).
+
+    The cache is dropped on a train/eval switch and whenever ``.to()``/``.double()``/``.cuda()`` replace the
+    parameters, so it never holds on to tensors derived from the old ones.
+    """
+
+    cache: ParameterSnapshotCache
+
+    def train(self, mode: bool = True):  # type: ignore[no-untyped-def]
+        self.cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.cache.clear()
+        return super()._apply(fn, recurse)
