@@ -34,7 +34,9 @@ def main(paths: list[str]) -> None:
     print("|---" * (len(COLUMNS) + 1) + "|")
     for p in paths:
         summary = json.loads(Path(p).read_text())
-        label = f"{Path(p).parent.parent.name}: PH2 test ({summary.get('num_images')} images, full resolution)"
+        params = int(summary["num_parameters"]) if "num_parameters" in summary else None
+        model = summary.get("network", Path(p).parent.parent.name) + (f" ({params:,} parameters)" if params else "")
+        label = f"{model}, {Path(p).parent.parent.name}: PH2 test ({summary.get('num_images')} images, full resolution)"
         print(row(label, summary["metrics"]))
     print(row("original EGE-UNet code, same split, final epoch (reported to the project)",
               {"test_pooled_dice": 0.931, "test_mean_dice": 0.927}))

@@ -51,6 +51,7 @@ def test_shipped_weights_ph2_test_dice(tmp_path):
     wf.finalize()
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert summary["num_images"] == 60
+    assert (summary["network"], summary["num_parameters"]) == ("EGEUNet", str(DEFAULT_EGEUNET_PARAMETERS))
     assert summary["metrics"]["test_pooled_dice"] >= 0.92, summary["metrics"]
     assert summary["metrics"]["test_mean_dice"] >= 0.92, summary["metrics"]
 
