@@ -61,7 +61,8 @@ def init_process_group(backend: str | None = None) -> None:
 
 def rank_handlers(handlers: Sequence[Any], rank: int | None = None) -> list[Any]:
     """The handlers this rank attaches: all on rank 0; on the others, no logging/plotting handlers and no file
-    writes from handlers that can skip them (``ResumableCheckpoint``, ``BestModelSaver``: their ``save_enabled``).
+    writes from handlers that can skip them (``ResumableCheckpoint``, ``BestModelSaver``, ``FinalModelSaver``: their
+    ``save_enabled``).
 
     The other ranks keep the handlers that change training (learning-rate schedule, validation, resuming) so that
     every process follows the same schedule.
