@@ -1,12 +1,14 @@
-"""Prints the PH2 results table (markdown) from the evaluation workflow's metrics.json files.
+"""Prints the PH2 results table (markdown) from the evaluation workflow's metrics.json files, and optionally writes
+the first file's metrics into a bundle's ``metadata.json`` (``eval_metrics``).
 
-    python scripts/results_table.py runs/ph2/test/metrics.json [runs/ph2_unet/test/metrics.json ...]
+    python scripts/results_table.py runs/ph2/test/metrics.json [runs/ph2_unet/test/metrics.json ...] \
+        [--metadata configs/metadata.json]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 COLUMNS = [
@@ -29,6 +31,16 @@ def row(label: str, metrics: dict) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
+def write_eval_metrics(metrics_path: str, metadata_path: str) -> None:
+    """Sets ``eval_metrics`` of ``metadata_path`` from an evaluation summary (``test_`` prefixes dropped)."""
+    summary = json.loads(Path(metrics_path).read_text())
+    meta = json.loads(Path(metadata_path).read_text())
+    metrics = {k.removeprefix("test_"): round(v, 4) for k, v in summary["metrics"].items()}
+    meta["eval_metrics"] = {**metrics, "dataset": f"PH2 test split ({summary.get('num_images')} images, full "
+                                                   f"resolution), data/ph2_split.json"}
+    Path(metadata_path).write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
+
+
 def main(paths: list[str]) -> None:
     print("| model, data | " + " | ".join(c for c, _ in COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
@@ -45,4 +57,10 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", nargs="+", help="metrics.json files of the evaluation workflow")
+    parser.add_argument("--metadata", help="a metadata.json whose eval_metrics to set from the first metrics file")
+    args = parser.parse_args()
+    main(args.metrics)
+    if args.metadata:
+        write_eval_metrics(args.metrics[0], args.metadata)
