@@ -1,21 +1,29 @@
-"""Inference speed and memory of EGE-UNet on the CPU, beside MONAI's UNet as a yardstick, in one run.
+"""Inference speed and memory of EGE-UNet beside MONAI's UNet as a yardstick, in one interleaved run.
 
-    python benchmarks/bench_network.py [--repeats 11] [--batches 1 8] [--threads N] [--no-onnx]
+    python benchmarks/bench_network.py [--repeats 11] [--batches 1 8] [--threads N] [--no-onnx] [--no-memory]
 
-What it measures, all at 3 x 256 x 256 inputs:
+What it measures, all at 3 x 256 x 256 inputs, batch 1 and 8:
 
-* eval-mode forward under ``torch.inference_mode()`` of ``EGEUNet()`` and of the yardstick
-  ``monai.networks.nets.UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)``, and EGE-UNet exported
-  to ONNX (TorchScript-based exporter, dynamic batch/height/width) run by ONNX Runtime's CPU provider. The runtimes
-  take turns on the same input (interleaved rounds after a warm-up), so a load change on the machine hits them alike;
-  ONNX Runtime, which has its own thread pool, is timed in a block of its own right after. The table gives median
-  milliseconds per batch, images per second and the ratio to UNet (median of the per-round ratios; for ONNX Runtime
-  the ratio of medians).
-* peak memory: the increase of the process's peak resident set size (``VmHWM``, reset after loading the model) over
-  the resident set before the forward passes, each runtime in its own fresh child process (so: activations and
-  workspace, not weights or libraries).
-* the reference check: EGE-UNet in float64 with the original release's perturbed weights against the original's
-  outputs (``../shared/fixtures/egeunet_reference.pt``, skipped with a message when ``../shared`` is absent).
+* ``EGEUNet (plain, as evaluated)``: the trained network called the way MONAI's ``SupervisedEvaluator`` calls it,
+  ``with monai.networks.eval_mode(net): net(x)`` (``.eval()`` then a forward under ``torch.no_grad()``) on every
+  iteration;
+* ``EGEUNet (fused)``: :func:`monai_egeunet.networks.fuse_for_inference` of it, called the same way;
+* ``EGEUNet, ONNX Runtime``: the plain network exported to ONNX (TorchScript-based exporter, dynamic batch, height
+  and width) run by ONNX Runtime's CPU provider with as many threads as PyTorch;
+* the yardstick ``monai.networks.nets.UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)``,
+  called the same way.
+
+The PyTorch runtimes take turns on the same input (interleaved rounds after a warm-up), so a load change on the
+machine hits them alike; ONNX Runtime, which has its own thread pool, is timed in a block of its own right after.
+The table gives median milliseconds per batch, images per second and the ratio to the yardstick (median of the
+per-round ratios; for ONNX Runtime the ratio of medians). Where CUDA is available the PyTorch runtimes are timed
+on the GPU too (synchronised after each call), in rows of their own; elsewhere the output says they were skipped.
+
+Peak memory (CPU): the increase of the process's peak resident set size (``VmHWM``, reset after loading the model)
+over the resident set before the forward passes, each runtime in its own fresh child process (so: activations and
+workspace, not weights or libraries). The reference check runs the plain and the fused network in float64 with the
+original release's perturbed weights against the original's outputs (``../shared/fixtures/egeunet_reference.pt``,
+skipped with a message when ``../shared`` is absent).
 
 On a shared machine compare only the ratios of one run; the load average is printed with the table.
 """
@@ -32,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -39,31 +48,32 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EGEUNET_SHARED", REPO.parent / "shared"))
 FIXTURE = SHARED / "fixtures" / "egeunet_reference.pt"
 SIZE = 256
+PLAIN, FUSED = "EGEUNet (plain, as evaluated)", "EGEUNet (fused)"
+ORT, YARDSTICK = "EGEUNet, ONNX Runtime", "UNet (yardstick)"
 
 
 def _ege() -> torch.nn.Module:
     from monai_egeunet import EGEUNet
 
     torch.manual_seed(0)
-    return EGEUNet(spatial_dims=2, in_channels=3, out_channels=1).eval()
+    return EGEUNet(spatial_dims=2, in_channels=3, out_channels=1)
 
 
 def _unet() -> torch.nn.Module:
     from monai.networks.nets import UNet
 
     torch.manual_seed(0)
-    return UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2).eval()
+    return UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)
 
 
 def _export_onnx(net: torch.nn.Module, path: Path) -> None:
-    # the TorchScript-based exporter takes seconds; the dynamo one (tested in tests/networks) takes minutes here.
-    # Tracing runs the network's plain path, so the graph computes GHPA's attention maps for any input size.
+    # the TorchScript-based exporter takes seconds; the dynamo one (tests/bundle/test_export.py) minutes on a CPU
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            net,
+            net.eval(),
             (torch.rand(1, 3, SIZE, SIZE),),
             str(path),
             dynamo=False,
@@ -73,34 +83,45 @@ def _export_onnx(net: torch.nn.Module, path: Path) -> None:
         )
 
 
-def _ort_runner(path: Path):
+def _ort_runner(path: Path, threads: int) -> Callable[[torch.Tensor], object]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    # ONNX Runtime's worker threads spin after each run by default, taking the second core from whatever runs next
+    options.intra_op_num_threads = threads
+    # ONNX Runtime's worker threads spin after each run by default, taking a core from whatever runs next
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})[0]
 
 
-def _torch_runner(net: torch.nn.Module):
+def _evaluator_runner(net: torch.nn.Module, cuda: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Calls ``net`` as ``SupervisedEvaluator`` does: ``eval_mode`` (``.eval()`` + ``torch.no_grad()``) per call."""
+    from monai.networks import eval_mode
+
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return net(x)
+        with eval_mode(net):
+            out = net(x)
+        if cuda:
+            torch.cuda.synchronize()
+        return out
 
     return run
 
 
-def _peak_memory(kind: str, onnx_path: str, batches: list[int], threads: int) -> dict[int, float]:
-    """Peak resident set increase (MB) of a forward pass per batch size, measured in a fresh child process."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_child, args=(kind, onnx_path, batches, threads, queue))
-    proc.start()
-    result = queue.get(timeout=600)
-    proc.join()
-    return result
+def _runtimes(onnx_path: Path | None, threads: int, device: str = "cpu") -> dict[str, Callable]:
+    from monai_egeunet import fuse_for_inference
+
+    cuda = device != "cpu"
+    ege, unet = _ege().to(device), _unet().to(device)
+    runners = {
+        PLAIN: _evaluator_runner(ege, cuda),
+        FUSED: _evaluator_runner(fuse_for_inference(ege), cuda),
+        YARDSTICK: _evaluator_runner(unet, cuda),
+    }
+    if onnx_path is not None and not cuda:
+        runners[ORT] = _ort_runner(onnx_path, threads)
+    return runners
 
 
 def _rss_kb() -> tuple[int, int]:
@@ -111,10 +132,7 @@ def _rss_kb() -> tuple[int, int]:
 
 def _peak_child(kind: str, onnx_path: str, batches: list[int], threads: int, queue: mp.Queue) -> None:
     torch.set_num_threads(threads)
-    if kind == "ONNX Runtime":
-        run = _ort_runner(Path(onnx_path))
-    else:
-        run = _torch_runner(_ege() if kind == "EGE-UNet" else _unet())
+    run = _runtimes(Path(onnx_path) if kind == ORT else None, threads)[kind]
     run(torch.rand(1, 3, 64, 64))  # libraries and kernels loaded
     inputs = {batch: torch.rand(batch, 3, SIZE, SIZE) for batch in batches}
     try:  # reset the peak (VmHWM) to the current resident set: what came before (imports) no longer counts
@@ -131,7 +149,18 @@ def _peak_child(kind: str, onnx_path: str, batches: list[int], threads: int, que
     queue.put(result)
 
 
-def _time(runners: dict, x: torch.Tensor, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+def _peak_memory(kind: str, onnx_path: str, batches: list[int], threads: int) -> dict[int, float]:
+    """Peak resident set increase (MB) of a forward pass per batch size, measured in a fresh child process."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_child, args=(kind, onnx_path, batches, threads, queue))
+    proc.start()
+    result = queue.get(timeout=600)
+    proc.join()
+    return result
+
+
+def _time(runners: dict[str, Callable], x: torch.Tensor, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
     for _ in range(warmup):
         for run in runners.values():
             run(x)
@@ -144,27 +173,44 @@ def _time(runners: dict, x: torch.Tensor, repeats: int, warmup: int = 2) -> dict
     return times
 
 
+def _rows(runners: dict[str, Callable], batches: list[int], repeats: int, device: str) -> list[tuple]:
+    rows = []
+    for batch in batches:
+        x = torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch)).to(device)
+        n = repeats if batch == 1 else max(5, repeats // 2)
+        times = _time({k: v for k, v in runners.items() if k != ORT}, x, n)
+        if ORT in runners:  # its own thread pool: a block of its own, right after
+            times[ORT] = _time({ORT: runners[ORT]}, x, n)[ORT]
+        reference = times[YARDSTICK]
+        for name, ts in times.items():
+            if name == ORT:
+                ratio = statistics.median(ts) / statistics.median(reference)
+            else:
+                ratio = statistics.median(t / u for t, u in zip(ts, reference))
+            rows.append((name, device, batch, statistics.median(ts) * 1e3, batch / statistics.median(ts), ratio))
+    return rows
+
+
 def _fixture_check() -> str:
     if not FIXTURE.exists():
         return f"reference check skipped: {FIXTURE} is not there (it comes with the project's ../shared folder)"
-    from monai_egeunet import EGEUNet
+    from monai_egeunet import EGEUNet, fuse_for_inference
 
     fixture = torch.load(FIXTURE, weights_only=True)
     net = EGEUNet(in_channels=3, out_channels=1, features=fixture["config"]["c_list"])
     net.load_state_dict(fixture["state_dict"], strict=True)
     net = net.double().eval()
-    errors = []
-    for case in fixture["cases"]:
-        with torch.inference_mode():
-            out = torch.sigmoid(net(case["input"].double()))
-        errors.append(((tuple(case["input"].shape)), (out - case["output"]).abs().max().item()))
-    worst = max(e for _, e in errors)
-    detail = ", ".join(f"{'x'.join(map(str, s[2:]))}: {e:.1e}" for s, e in errors)
-    verdict = "PASS" if worst <= 1e-8 else "FAIL"
-    return (
-        f"reference check (float64 vs the original release, eval fast path): max abs error {detail} -> {verdict} "
-        "(<= 1e-8)"
-    )
+    lines = []
+    for name, model in (("plain", net), ("fused", fuse_for_inference(net))):
+        errors = []
+        for case in fixture["cases"]:
+            with torch.no_grad():
+                out = torch.sigmoid(model(case["input"].double()))
+            errors.append((tuple(case["input"].shape), (out - case["output"]).abs().max().item()))
+        worst = max(e for _, e in errors)
+        detail = ", ".join(f"{'x'.join(map(str, s[2:]))}: {e:.1e}" for s, e in errors)
+        lines.append(f"{name} {detail} -> {'PASS' if worst <= 1e-8 else 'FAIL'}")
+    return "reference check (float64 vs the original release, <= 1e-8): " + "; ".join(lines)
 
 
 def main() -> None:
@@ -173,57 +219,51 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
     parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
-    ege, unet = _ege(), _unet()
-    runners = {"EGE-UNet": _torch_runner(ege), "UNet (yardstick)": _torch_runner(unet)}
     tmp = tempfile.TemporaryDirectory()
-    onnx_path = Path(tmp.name) / "egeunet.onnx"
+    onnx_path: Path | None = None
     if not args.no_onnx:
         try:
             import onnxruntime  # noqa: F401
 
-            _export_onnx(ege, onnx_path)
-            runners["EGE-UNet, ONNX Runtime"] = _ort_runner(onnx_path)
+            onnx_path = Path(tmp.name) / "egeunet.onnx"
+            _export_onnx(_ege(), onnx_path)
         except ImportError as e:
             print(f"ONNX Runtime skipped: {e}")
+            onnx_path = None
 
-    rows = []
-    for batch in args.batches:
-        x = torch.rand(batch, 3, SIZE, SIZE)
-        repeats = args.repeats if batch == 1 else max(5, args.repeats // 2)
-        # the two PyTorch models take turns; ONNX Runtime (its own thread pool) runs in a block of its own after
-        times = _time({k: v for k, v in runners.items() if "ONNX" not in k}, x, repeats)
-        unet_times = times["UNet (yardstick)"]
-        for name in runners:
-            if name in times:
-                ts = times[name]
-                ratio = statistics.median(t / u for t, u in zip(ts, unet_times))
-            else:
-                ts = _time({name: runners[name]}, x, repeats)[name]
-                ratio = statistics.median(ts) / statistics.median(unet_times)
-            rows.append((name, batch, statistics.median(ts) * 1e3, batch / statistics.median(ts), ratio))
+    runners = _runtimes(onnx_path, args.threads)
+    rows = _rows(runners, args.batches, args.repeats, "cpu")
+    if torch.cuda.is_available():
+        rows += _rows(_runtimes(None, args.threads, "cuda"), args.batches, args.repeats, "cuda")
+        cuda_note = f"CUDA rows on {torch.cuda.get_device_name()}"
+    else:
+        cuda_note = "no CUDA device here: the CUDA rows were skipped (they run where torch.cuda.is_available())"
 
-    memory = {}
-    for kind in runners:
-        key = "ONNX Runtime" if "ONNX" in kind else ("EGE-UNet" if kind == "EGE-UNet" else "UNet")
-        memory[kind] = _peak_memory(key, str(onnx_path), list(args.batches), args.threads)
+    memory: dict[str, dict[int, float]] = {}
+    if not args.no_memory:
+        for kind in runners:
+            memory[kind] = _peak_memory(kind, str(onnx_path), list(args.batches), args.threads)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-        f"({platform.machine()}), load average {load:.2f}, input 3x{SIZE}x{SIZE}\n"
+        f"({platform.machine()}), load average {load:.2f}, input 3x{SIZE}x{SIZE}; {cuda_note}\n"
     )
-    print("| model | batch | ms / batch (median) | images / s | ratio to UNet | peak RSS + (MB) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, batch, ms, ips, ratio in rows:
-        print(f"| {name} | {batch} | {ms:.1f} | {ips:.1f} | {ratio:.2f} | {memory[name][batch]:.0f} |")
-    print(
-        "\npeak RSS +: peak resident set (VmHWM, reset after loading the model) minus the resident set before the "
-        "forward passes, in a fresh process per runtime (activations and workspace, not weights or libraries)"
-    )
+    print("| model | device | batch | ms / batch (median) | images / s | ratio to yardstick | peak RSS + (MB) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, device, batch, ms, ips, ratio in rows:
+        mem = f"{memory[name][batch]:.0f}" if device == "cpu" and name in memory else "-"
+        print(f"| {name} | {device} | {batch} | {ms:.1f} | {ips:.1f} | {ratio:.2f} | {mem} |")
+    if memory:
+        print(
+            "\npeak RSS +: peak resident set (VmHWM, reset after loading the model) minus the resident set before "
+            "the forward passes, in a fresh process per runtime (activations and workspace, not weights or libraries)"
+        )
     print(_fixture_check())
     print(f"total time {time.perf_counter() - started:.0f} s")
     tmp.cleanup()

@@ -4,12 +4,118 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from monai.networks import eval_mode
 from parameterized import parameterized
 
 from monai_egeunet import EGEUNet
 from tests.utils import load_fixture
+
+
+# ---- the original computation, operator by operator, reading the weights by the original release's names ----
+
+
+def _ref_layer_norm(x, p, name, eps=1e-6):
+    # the original's channels_first LayerNorm
+    u = x.mean(1, keepdim=True)
+    s = (x - u).pow(2).mean(1, keepdim=True)
+    x = (x - u) / torch.sqrt(s + eps)
+    return p[f"{name}.weight"][:, None, None] * x + p[f"{name}.bias"][:, None, None]
+
+
+def _ref_conv(x, p, name, **kwargs):
+    return F.conv2d(x, p[f"{name}.weight"], p[f"{name}.bias"], **kwargs)
+
+
+def _ref_dw_separable(x, p, name, conv):
+    c = x.shape[1]
+    x = conv(x, p[f"{name}.0.weight"], p[f"{name}.0.bias"], padding=1, groups=c)
+    return conv(F.gelu(x), p[f"{name}.2.weight"], p[f"{name}.2.bias"])
+
+
+def _ref_ghpa(x, p, name):
+    x = _ref_layer_norm(x, p, f"{name}.norm1")
+    x1, x2, x3, x4 = torch.chunk(x, 4, dim=1)
+    c = x1.shape[1]
+    params_xy = F.interpolate(p[f"{name}.params_xy"], size=x1.shape[2:4], mode="bilinear", align_corners=True)
+    x1 = x1 * _ref_dw_separable(params_xy, p, f"{name}.conv_xy", F.conv2d)
+    x2 = x2.permute(0, 3, 1, 2)
+    params_zx = F.interpolate(p[f"{name}.params_zx"], size=x2.shape[2:4], mode="bilinear", align_corners=True)
+    x2 = x2 * _ref_dw_separable(params_zx.squeeze(0), p, f"{name}.conv_zx", F.conv1d).unsqueeze(0)
+    x2 = x2.permute(0, 2, 3, 1)
+    x3 = x3.permute(0, 2, 1, 3)
+    params_zy = F.interpolate(p[f"{name}.params_zy"], size=x3.shape[2:4], mode="bilinear", align_corners=True)
+    x3 = x3 * _ref_dw_separable(params_zy.squeeze(0), p, f"{name}.conv_zy", F.conv1d).unsqueeze(0)
+    x3 = x3.permute(0, 2, 1, 3)
+    x4 = _ref_conv(x4, p, f"{name}.dw.0")
+    x4 = _ref_conv(F.gelu(x4), p, f"{name}.dw.2", padding=1, groups=c)
+    x = _ref_layer_norm(torch.cat([x1, x2, x3, x4], dim=1), p, f"{name}.norm2")
+    x = _ref_conv(x, p, f"{name}.ldw.0", padding=1, groups=x.shape[1])
+    return _ref_conv(F.gelu(x), p, f"{name}.ldw.2")
+
+
+def _ref_gab(xh, xl, mask, p, name):
+    xh = _ref_conv(xh, p, f"{name}.pre_project")
+    xh = F.interpolate(xh, size=[xl.size(2), xl.size(3)], mode="bilinear", align_corners=True)
+    xh = torch.chunk(xh, 4, dim=1)
+    xl = torch.chunk(xl, 4, dim=1)
+    groups = []
+    for i, d in enumerate((1, 2, 5, 7)):
+        g = _ref_layer_norm(torch.cat((xh[i], xl[i], mask), dim=1), p, f"{name}.g{i}.0")
+        groups.append(_ref_conv(g, p, f"{name}.g{i}.1", padding=d, dilation=d, groups=g.shape[1]))
+    x = _ref_layer_norm(torch.cat(groups, dim=1), p, f"{name}.tail_conv.0")
+    return _ref_conv(x, p, f"{name}.tail_conv.1")
+
+
+def _ref_egeunet(x, p):
+    """The original release's forward in training mode: ``[final, side outputs from the deepest]``, logits."""
+
+    def gn(x, name):
+        return F.group_norm(x, 4, p[f"{name}.weight"], p[f"{name}.bias"], eps=1e-5)
+
+    def up(x, factor):
+        return F.interpolate(x, scale_factor=(factor, factor), mode="bilinear", align_corners=True)
+
+    t1 = F.gelu(F.max_pool2d(gn(_ref_conv(x, p, "encoder1.0", padding=1), "ebn1"), 2, 2))
+    t2 = F.gelu(F.max_pool2d(gn(_ref_conv(t1, p, "encoder2.0", padding=1), "ebn2"), 2, 2))
+    t3 = F.gelu(F.max_pool2d(gn(_ref_conv(t2, p, "encoder3.0", padding=1), "ebn3"), 2, 2))
+    t4 = F.gelu(F.max_pool2d(gn(_ref_ghpa(t3, p, "encoder4.0"), "ebn4"), 2, 2))
+    t5 = F.gelu(F.max_pool2d(gn(_ref_ghpa(t4, p, "encoder5.0"), "ebn5"), 2, 2))
+    t6 = F.gelu(_ref_ghpa(t5, p, "encoder6.0"))
+    out5 = F.gelu(gn(_ref_ghpa(t6, p, "decoder1.0"), "dbn1"))
+    gt5 = _ref_conv(out5, p, "gt_conv1.0")
+    t5 = _ref_gab(t6, t5, gt5, p, "GAB5")
+    out5 = torch.add(out5, t5)
+    out4 = F.gelu(up(gn(_ref_ghpa(out5, p, "decoder2.0"), "dbn2"), 2))
+    gt4 = _ref_conv(out4, p, "gt_conv2.0")
+    t4 = _ref_gab(t5, t4, gt4, p, "GAB4")
+    out4 = torch.add(out4, t4)
+    out3 = F.gelu(up(gn(_ref_ghpa(out4, p, "decoder3.0"), "dbn3"), 2))
+    gt3 = _ref_conv(out3, p, "gt_conv3.0")
+    t3 = _ref_gab(t4, t3, gt3, p, "GAB3")
+    out3 = torch.add(out3, t3)
+    out2 = F.gelu(up(gn(_ref_conv(out3, p, "decoder4.0", padding=1), "dbn4"), 2))
+    gt2 = _ref_conv(out2, p, "gt_conv4.0")
+    t2 = _ref_gab(t3, t2, gt2, p, "GAB2")
+    out2 = torch.add(out2, t2)
+    out1 = F.gelu(up(gn(_ref_conv(out2, p, "decoder5.0", padding=1), "dbn5"), 2))
+    gt1 = _ref_conv(out1, p, "gt_conv5.0")
+    t1 = _ref_gab(t2, t1, gt1, p, "GAB1")
+    out1 = torch.add(out1, t1)
+    out0 = up(_ref_conv(out1, p, "final"), 2)
+    return [out0] + [up(g, f) for g, f in ((gt5, 32), (gt4, 16), (gt3, 8), (gt2, 4), (gt1, 2))]
+
+
+def _perturbed_net(seed: int = 0) -> EGEUNet:
+    """The default EGEUNet with every parameter moved off its initial value (GHPA's maps start at 1, norms at 1/0)."""
+    torch.manual_seed(seed)
+    net = EGEUNet()
+    with torch.no_grad():
+        for p in net.parameters():
+            scale = max(p.std().item(), 0.1) if p.numel() > 1 else 0.1
+            p.add_(torch.randn_like(p) * 0.1 * scale)
+    return net
 
 # (kwargs, input shape, expected output shape)
 TEST_CASES = [
@@ -107,6 +213,35 @@ class TestEGEUNet:
             torch.testing.assert_close(loaded(x), net(x), atol=1e-4, rtol=1e-4)
         loaded.train()
         assert len(loaded(x)) == 6
+
+
+class TestGradients:
+    def test_float64_outputs_and_gradients_match_the_original_computation(self):
+        """The training path's outputs and every parameter's gradient, against the original written op by op."""
+        net = _perturbed_net().double().train()
+        x = torch.randn(2, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        weights = [torch.rand(2, 1, 64, 96, dtype=torch.float64) for _ in range(6)]
+        outputs = net(x)
+        loss = sum((o * w).sum() for o, w in zip(outputs, weights))
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+
+        params = {n: p.detach().clone().requires_grad_() for n, p in net.named_parameters()}
+        ref = _ref_egeunet(x, params)
+        # ours: [main, finest side, ..., coarsest]; the reference lists the side outputs deepest first
+        ref = [ref[0]] + ref[:0:-1]
+        ref_loss = sum((o * w).sum() for o, w in zip(ref, weights))
+        ref_grads = torch.autograd.grad(ref_loss, list(params.values()))
+        for ours, theirs in zip(outputs, ref):
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+        for name, g, r in zip(params, grads, ref_grads):
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
+
+    def test_gradients_reach_the_input(self):
+        # e.g. saliency maps of a frozen network in eval mode
+        net = _perturbed_net().eval()
+        x = torch.rand(1, 3, 64, 64, requires_grad=True)
+        net(x).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 class TestOriginalCompatibility:
