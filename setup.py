@@ -34,6 +34,16 @@ setup(
     ],
     extras_require={
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
-        "test": ["pytest>=7.0", "parameterized>=0.9", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+        # MLflow's client without its server and UI; MONAI's MLFlowHandler logs to a local SQLite store through
+        # sqlalchemy and alembic (MLflow 3.13+ no longer takes the plain file store)
+        "tracking": ["mlflow-skinny>=2.12", "sqlalchemy>=1.4", "alembic>=1.10"],
+        "hub": ["huggingface_hub>=0.23"],
+        # the SDK imports pydicom and highdicom for its DICOM operators without declaring them; its tritonclient
+        # pins protobuf<7, and it brings holoscan and cupy builds for CUDA: not part of 'test'
+        "deploy": ["monai-deploy-app-sdk>=3.0", "pydicom>=2.3", "highdicom>=0.22"],
+        "test": [
+            "pytest>=7.0", "parameterized>=0.9", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1",
+            "mlflow-skinny>=2.12", "sqlalchemy>=1.4", "alembic>=1.10", "huggingface_hub>=0.23",
+        ],
     },
 )

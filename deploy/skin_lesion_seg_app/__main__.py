@@ -1,0 +1,4 @@
+from app import SkinLesionSegApp
+
+if __name__ == "__main__":
+    SkinLesionSegApp().run()
