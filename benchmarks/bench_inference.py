@@ -1,136 +1,185 @@
-"""Throughput of the bundle's whole inference workflow (configs/inference.json: check, load, preprocess, sliding-window
-inference, inversion to the input's size, saving the mask) on PH2 images, with the network run by PyTorch (eager) and
-by ONNX Runtime, and where the time goes.
+"""Per-image time of the bundle's inference workflow (``run inference``, configs/inference.json) against a plain
+loop that does what the original EGE-UNet release does at test time, with this project's network, on the same
+photos (default: the 60 PH2 test photos), measured side by side in one process.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_inference.py [--images ../shared/data/ph2/images] [--count 20]
-                                                           [--ckpt models/model.pt]
+    python benchmarks/bench_inference.py [--images DIR] [--count 60] [--rounds 3] [--ckpt bundle/models/model.pt]
+                                         [--no_options]
 
-Timing is in-process with the loader's workers off (``num_workers 0``), so every stage is on the measured thread: the
-input check (every file decoded once before the run), the network (the time inside its ``forward``), and the rest
-(loading, transforms, inversion, thresholding, PNG writing, engine overhead). ONNX Runtime is given the same number
-of threads as PyTorch (``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS``). Each runtime first runs the
-workflow on two images to warm up. Without a checkpoint the network has random weights: the timing is the same.
+The plain loop, per photo: PIL load, min-max to [0, 1], bilinear resize of the whole photo to 256x256, one forward
+of ``EGEUNet`` (eval mode, no grad), sigmoid, bilinear resize back to the photo's size, threshold 0.5, PNG save. The
+workflow rows run ``ConfigWorkflow(configs/inference.json)`` as ``python -m monai.bundle run`` does, with its
+defaults (its loader worker included) unless the row names options: reading and checking every input once, the
+shorter side to 256, 256x256 sliding windows, inversion to the photo's size, PNG save; masks only, as the loop
+(``--measure_lesions false``), the lesion measurements' cost in a row of its own. Per-image time excludes
+startup in every row: it is the time from the first photo's mask to the last one's, divided by the photos in
+between (config parsing, weights loading, the network's inference form, worker start and the first photo are
+startup). Rows are measured in turn, ``--rounds`` times; the table gives each row's median and best round (the
+best is the one least disturbed by other work on a shared machine), and the ratios of both to the plain loop with
+``EGEUNet``. Threads: PyTorch's
+default (``OMP_NUM_THREADS`` or the machine's cores), the same for every row; ONNX Runtime gets as many.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
-import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+#: what the original's loop delivers: masks (the lesion measurements are an option row of their own)
+MASKS_ONLY = {"measure_lesions": False}
 
 
-class TimedNetwork(nn.Module):
-    """Adds up the wall time spent in the wrapped network's ``forward``."""
+def plain_loop(network: torch.nn.Module, images: list[Path], out: Path) -> list[float]:
+    """The original release's test-time steps for each photo; returns the time at which each mask was saved."""
+    out.mkdir(parents=True, exist_ok=True)
+    network.eval()
+    done = []
+    with torch.no_grad():
+        for path in images:
+            img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+            img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
+            x = torch.from_numpy(img).permute(2, 0, 1)[None]
+            h, w = x.shape[2:]
+            x = F.interpolate(x, (256, 256), mode="bilinear", align_corners=False)
+            prob = torch.sigmoid(network(x))
+            prob = F.interpolate(prob, (h, w), mode="bilinear", align_corners=False)
+            mask = (prob[0, 0] > 0.5).numpy().astype(np.uint8) * 255
+            Image.fromarray(mask).save(out / f"{path.stem}_seg.png")
+            done.append(time.perf_counter())
+    return done
 
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-        self.seconds = 0.0
-        self.calls = 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        y = self.network(x)
-        self.seconds += time.perf_counter() - t0
-        self.calls += 1
-        return y
-
-
-def _run(network: nn.Module, images: Path, out: Path) -> dict[str, float]:
+def workflow(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[str], **options) -> list[float]:
+    """``run inference`` in this process; returns the time at which each photo's iteration (mask saved) ended."""
+    from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
-    timed = TimedNetwork(network)
-    wf = ConfigWorkflow(
-        config_file=str(REPO_ROOT / "configs" / "inference.json"),
-        meta_file=str(REPO_ROOT / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="infer",
-        dataset_dir=str(images),
-        output_dir=str(out),
-        num_workers=0,
-        network=timed,
-        **{"handlers#0#_disabled_": True},  # the weights are already in the network
-    )
+    options = {**MASKS_ONLY, **options}
+    wf = ConfigWorkflow(config_file=config_files, meta_file=str(REPO_ROOT / "configs" / "metadata.json"),
+                        logging_file=False, workflow_type="infer", dataset_dir=str(images_dir), output_dir=str(out),
+                        fail_on_error=True, **({} if ckpt is None else {"ckpt_path": str(ckpt)}), **options)
     wf.initialize()
-    t0 = time.perf_counter()
-    n = len(wf.parser.get_parsed_content("datalist"))  # the input check
-    t1 = time.perf_counter()
+    done: list[float] = []
+    evaluator = wf.parser.get_parsed_content("evaluator")
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda _: done.append(time.perf_counter()))
     wf.run()
-    t2 = time.perf_counter()
     wf.finalize()
-    return {"images": n, "check": t1 - t0, "run": t2 - t1, "network": timed.seconds, "calls": timed.calls}
+    return done
+
+
+def per_image_ms(done: list[float]) -> float:
+    return 1000 * (done[-1] - done[0]) / (len(done) - 1)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "ph2" / "images")
-    parser.add_argument("--count", type=int, default=20)
-    parser.add_argument("--ckpt", type=Path, default=None, help="default: models/model.pt, bundle/models/model.pt")
+    parser.add_argument("--images", type=Path, default=SHARED / "data" / "ph2" / "images")
+    parser.add_argument("--split", type=Path, default=SHARED / "data" / "ph2_split.json",
+                        help="take the 'test' ids of this split from --images (when it exists)")
+    parser.add_argument("--count", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ckpt", type=Path, default=REPO_ROOT / "bundle" / "models" / "model.pt")
+    parser.add_argument("--no_options", action="store_true", help="only the defaults, not each option's cost")
     args = parser.parse_args()
 
     sources = sorted(p for p in args.images.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-    if not sources:
-        print(f"skipped: no images in {args.images} (the PH2 images come with the project's ../shared folder; "
-              f"pass --images FOLDER)")
+    if args.split.is_file():
+        test_ids = set(json.loads(args.split.read_text())["test"])
+        sources = [p for p in sources if p.stem in test_ids] or sources
+    sources = sources[: args.count]
+    if len(sources) < 3:
+        print(f"skipped: fewer than 3 images in {args.images} (the PH2 photos come with the project's ../shared "
+              f"folder; pass --images FOLDER)")
         return 0
 
-    import onnxruntime
-    from monai.networks.utils import convert_to_onnx
-
     from monai_egeunet import EGEUNet
-    from monai_egeunet.inference import OnnxRuntimeNetwork
-    from monai_egeunet.networks import load_weights
+    from monai_egeunet.networks import fuse_for_inference, load_weights
 
-    net = EGEUNet().eval()
-    candidates = (REPO_ROOT / "models" / "model.pt", REPO_ROOT / "bundle" / "models" / "model.pt")
-    ckpt = args.ckpt or next((p for p in candidates if p.is_file()), None)
-    if ckpt is not None:
-        load_weights(net, ckpt)
+    net = load_weights(EGEUNet().eval(), args.ckpt)
+    fused = fuse_for_inference(net)
+    inference = [str(REPO_ROOT / "configs" / "inference.json")]
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        timed_in, warm_in = tmp / "images", tmp / "warmup"
-        timed_in.mkdir()
-        warm_in.mkdir()
-        for p in sources[: args.count]:
-            shutil.copy(p, timed_in / p.name)
-        for p in sources[-2:]:
-            shutil.copy(p, warm_in / p.name)
+        images = tmp / "images"
+        images.mkdir()
+        for p in sources:
+            (images / p.name).symlink_to(p.resolve())
+        photos = sorted(images.iterdir())
+        rows: dict[str, Callable[[Path], list[float]]] = {
+            "plain loop, the original's steps (EGEUNet)": lambda o: plain_loop(net, photos, o),
+            "plain loop, the original's steps (inference form)": lambda o: plain_loop(fused, photos, o),
+            "run inference, defaults": lambda o: workflow(images, o, args.ckpt, inference),
+            "run inference, --fuse_network false": lambda o: workflow(images, o, args.ckpt, inference,
+                                                                      fuse_network=False),
+            "run inference, --num_workers 0": lambda o: workflow(images, o, args.ckpt, inference, num_workers=0),
+        }
         onnx_path = tmp / "model.onnx"
-        # the TorchScript-based exporter: seconds instead of the dynamo exporter's minutes, same graph for ORT
-        convert_to_onnx(net, [torch.rand(1, 3, 256, 256)], filename=str(onnx_path), use_trace=True, dynamo=False,
-                        input_names=["image"], output_names=["pred"],
-                        dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}})
-        runtimes = {"PyTorch eager": net, "ONNX Runtime": OnnxRuntimeNetwork(onnx_path)}
-        rows = []
-        for name, network in runtimes.items():
-            _run(network, warm_in, tmp / "out_warmup")
-            rows.append((name, _run(network, timed_in, tmp / f"out_{len(rows)}")))
+        note = _export_onnx(net, onnx_path)
+        if note is None:
+            onnx = [*inference, str(REPO_ROOT / "configs" / "inference_onnx.json")]
+            rows["run inference, ONNX Runtime (configs/inference_onnx.json)"] = lambda o: workflow(
+                images, o, None, onnx, onnx_path=str(onnx_path))
+        if not args.no_options:
+            for name, options in {
+                "--flip_tta true": {"flip_tta": True},
+                "--keep_largest_component true --fill_holes true": {"keep_largest_component": True,
+                                                                   "fill_holes": True},
+                "--overlap 0.5": {"overlap": 0.5},
+                "--roi_size [-1,-1] --pad_to_multiple_of 32 (whole image)": {"roi_size": [-1, -1],
+                                                                            "pad_to_multiple_of": 32},
+                "--original_preprocessing true": {"original_preprocessing": True},
+                "--measure_lesions true (measurements.csv)": {"measure_lesions": True},
+            }.items():
+                rows[f"run inference, {name}"] = lambda o, opts=options: workflow(images, o, args.ckpt, inference,
+                                                                                  **opts)
+        results: dict[str, list[float]] = {name: [] for name in rows}
+        for name, run in rows.items():  # warm-up: imports, first-call allocations
+            run(tmp / "warmup")
+        for r in range(args.rounds):
+            for i, (name, run) in enumerate(rows.items()):
+                results[name].append(per_image_ms(run(tmp / f"out_{r}_{i}")))
 
-    n_threads = torch.get_num_threads()
-    print(f"inference workflow (configs/inference.json, defaults: shortest side 256, 256x256 sliding windows, "
-          f"sw_batch_size 4, overlap 0.25), {rows[0][1]['images']} images from {args.images}, CPU "
-          f"({platform.processor() or platform.machine()}), {n_threads} thread(s), torch {torch.__version__}, "
-          f"onnxruntime {onnxruntime.__version__}, weights: {ckpt or 'random'}\n")
-    print("| runtime | images/s | total (s) | network (s) | input check (s) "
-          "| load, transforms, inversion, saving (s) |")
-    print("|---|---|---|---|---|---|")
-    for name, r in rows:
-        total = r["check"] + r["run"]
-        rest = r["run"] - r["network"]
-        print(f"| {name} | {r['images'] / total:.2f} | {total:.2f} "
-              f"| {r['network']:.2f} ({100 * r['network'] / total:.0f}%) "
-              f"| {r['check']:.2f} ({100 * r['check'] / total:.0f}%) | {rest:.2f} ({100 * rest / total:.0f}%) |")
-    print(f"\nnetwork calls per image: {rows[0][1]['calls'] / rows[0][1]['images']:.2f} (one per batch of windows)")
+    base = results["plain loop, the original's steps (EGEUNet)"]
+    print(f"per-image time, {len(sources)} photos from {args.images} (startup excluded), median of {args.rounds} "
+          f"interleaved rounds; CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+          f"thread(s), torch {torch.__version__}; weights {args.ckpt}\n")
+    print("| pipeline | ms / image, median (best) | images/s, median | vs the original's loop, median (best) |")
+    print("|---|---|---|---|")
+    for name, values in results.items():
+        ms, best = statistics.median(values), min(values)
+        print(f"| {name} | {ms:.1f} ({best:.1f}) | {1000 / ms:.1f} | {ms / statistics.median(base):.2f}x "
+              f"({best / min(base):.2f}x) |")
+    if note is not None:
+        print(f"\nno ONNX Runtime row: {note}")
     return 0
+
+
+def _export_onnx(net: torch.nn.Module, path: Path) -> str | None:
+    """Exports ``net`` with dynamic batch, height and width (the TorchScript-based exporter: seconds); returns why
+    not, or None."""
+    try:
+        import onnxruntime  # noqa: F401
+        from monai.networks.utils import convert_to_onnx
+
+        axes = {0: "batch", 2: "height", 3: "width"}
+        convert_to_onnx(net, [torch.rand(1, 3, 256, 256)], filename=str(path), use_trace=True, dynamo=False,
+                        input_names=["image"], output_names=["pred"], dynamic_axes={"image": axes, "pred": axes})
+    except Exception as e:  # onnxruntime missing, or an exporter error
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return None
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .networks import GAB, GHPA, EGEUNet
+from .networks import GAB, GHPA, EGEUNet, FusedEGEUNet, fuse_for_inference
 from .version import __version__
 
-__all__ = ["EGEUNet", "GAB", "GHPA", "__version__"]
+__all__ = ["EGEUNet", "FusedEGEUNet", "GAB", "GHPA", "__version__", "fuse_for_inference"]

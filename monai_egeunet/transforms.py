@@ -1,5 +1,6 @@
-"""Transforms the bundle needs that MONAI does not have: 3-channel images and binary masks from any file, 2D
-images from single-slice volumes, a low-memory min-max scaling, and an invertible resize of the shortest side."""
+"""Transforms the bundle needs that MONAI does not have: 3-channel images and binary masks from any file (with
+:func:`convert_pil_mode` for ``PILReader``), 2D images from single-slice volumes, a low-memory min-max scaling, an
+invertible resize of the shortest side, and :func:`mark_no_channel` for MONAI's 2D writers."""
 
 from __future__ import annotations
 
@@ -9,18 +10,74 @@ import numpy as np
 import torch
 from monai.config import DtypeLike, KeysCollection
 from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, Resize, Resized, SqueezeDim
+from monai.transforms.inverse import TraceableTransform
 from monai.transforms.spatial.functional import resize
-from monai.utils import InterpolateMode, MetaKeys, TraceKeys, convert_to_dst_type, get_equivalent_dtype
+from monai.transforms.utils import scale_affine
+from monai.utils import InterpolateMode, MetaKeys, TraceKeys, convert_to_dst_type, convert_to_tensor, get_equivalent_dtype
+from PIL import Image
+
+from monai_egeunet.measurements import LesionMeasurementsd
 
 __all__ = [
+    "convert_pil_mode",
+    "mark_no_channel",
     "EnsureRGBd",
     "BinarizeMaskd",
     "EnsureSpatial2Dd",
     "MinMaxScaled",
     "ResizeShortestSide",
     "ResizeShortestSided",
+    "LesionMeasurementsd",
 ]
+
+
+#: PIL modes whose pixels are already grey or RGB(A) intensities (16-bit and float grey included)
+_INTENSITY_MODES = {"L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def convert_pil_mode(image: Image.Image) -> Image.Image:
+    """``PILReader``'s ``converter``: a PIL image whose pixels are not grey or RGB(A) intensities becomes RGB (grey for
+    1-bit images), so that palette PNGs, CMYK or YCbCr JPEGs, LAB/HSV TIFFs... load as the photos they show.
+
+    Grey, grey + alpha, RGB and RGBA images (8-bit, 16-bit or float grey) pass unchanged; :class:`EnsureRGBd` then
+    makes every image 3-channel.
+
+    Args:
+        image: the opened image (not yet decoded).
+
+    Returns:
+        The image to read.
+
+    Example::
+
+        >>> convert_pil_mode(Image.new("P", (4, 4))).mode
+        'RGB'
+    """
+    if image.mode in _INTENSITY_MODES:
+        return image
+    return image.convert("L" if image.mode == "1" else "RGB")
+
+
+def mark_no_channel(img: torch.Tensor) -> torch.Tensor:
+    """Marks a one-channel ``MetaTensor`` about to be written as a 2D file as having no channel dimension there.
+
+    A workaround for MONAI 1.6.1's NIfTI and ITK writers: they squeeze the channel of a one-channel 2D image, then
+    recount its spatial dimensions from the affine and the metadata's ``original_channel_dim``; for an image read from
+    a PNG/JPEG (channel-last, ``original_channel_dim=-1``) they count one spatial dimension and fail
+    (``'>=' not supported between instances of 'NoneType' and 'int'``). Masks of NIfTI inputs (no channel) are
+    unaffected; the PNG writer ignores the key. Use it through ``Lambdad``.
+
+    Args:
+        img: the channel-first prediction (a plain tensor passes unchanged).
+
+    Returns:
+        ``img``, its metadata updated in place.
+    """
+    if isinstance(img, MetaTensor) and img.shape[0] == 1:
+        img.meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = "no_channel"
+    return img
 
 
 class _ItemwiseMapTransform(MapTransform):
@@ -172,9 +229,10 @@ class MinMaxScaled(_ItemwiseMapTransform):
     def convert(self, img: torch.Tensor, key: Hashable) -> torch.Tensor:
         if not isinstance(img, torch.Tensor):
             img = torch.as_tensor(img)
-        # one copy, never the caller's tensor (a cached dataset item must not change)
+        # the extremes of the image as stored (an 8-bit photo's are found several times faster than its float
+        # copy's), then one copy, never the caller's tensor (a cached dataset item must not change)
+        lo, hi = (float(v) for v in img.aminmax())
         img = img.to(self.dtype, copy=True)
-        lo, hi = img.aminmax()
         if hi > lo:
             img.sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
         else:
@@ -190,18 +248,22 @@ class ResizeShortestSide(Resize):
     before sliding-window inference. Every other side is scaled by the same factor (rounded, and never below
     ``spatial_size``).
 
-    Shrinking uses ``downsample_mode`` (``"area"``: each output pixel is the mean of the input pixels it covers, an
-    anti-aliased reduction that needs no full-size temporary; a Gaussian anti-aliasing filter on a 24-megapixel
-    photo needs several full-size float copies); enlarging uses ``mode``. Invertible like ``Resize`` (e.g. with
-    ``Invertd``): the inverse resizes back to the original shape with ``mode`` (``"area"`` would enlarge a
-    probability map into blocks), or with nearest-neighbour when ``Invertd(nearest_interp=True)`` asks for it.
+    Shrinking uses ``downsample_mode``: ``"antialias"`` is bilinear interpolation with PyTorch's anti-aliasing
+    (``interpolate(..., antialias=True)``: each output pixel a triangle-weighted mean of the input pixels it
+    covers, computed in two separable passes, as PIL resizes); ``"area"`` is the plain mean of the pixels covered
+    (adaptive average pooling, several times slower on a CPU for a non-integer factor); any other mode is MONAI's,
+    optionally after its Gaussian ``anti_aliasing`` filter (which needs several full-size float copies of a
+    24-megapixel photo). Enlarging uses ``mode``. Invertible like ``Resize`` (e.g. with ``Invertd``): the inverse
+    resizes back to the original shape with ``mode`` (``"area"`` would enlarge a probability map into blocks), or
+    with nearest-neighbour when ``Invertd(nearest_interp=True)`` asks for it.
 
     Args:
         spatial_size: the length of the shortest side after resizing.
         mode: interpolation when enlarging, and of the inverse (see :class:`~monai.transforms.Resize`).
-        downsample_mode: interpolation when shrinking; None to use ``mode``.
+        downsample_mode: interpolation when shrinking: ``"antialias"``, ``"area"``, a MONAI mode, or None to use
+            ``mode``.
         align_corners: see :class:`~monai.transforms.Resize`.
-        anti_aliasing: Gaussian smoothing before shrinking with a mode other than ``"area"``.
+        anti_aliasing: Gaussian smoothing before shrinking with a MONAI mode other than ``"area"``.
         anti_aliasing_sigma: see :class:`~monai.transforms.Resize`.
         dtype: data type of the computation (float32 by default; None keeps the input's).
         lazy: lazy execution, see MONAI's lazy resampling.
@@ -270,14 +332,20 @@ class ResizeShortestSide(Resize):
         shrinking = min(spatial_shape) > int(self.spatial_size)  # type: ignore[arg-type]
         mode_ = self.downsample_mode if shrinking and self.downsample_mode is not None else inverse_mode
         lazy_ = self.lazy if lazy is None else lazy
+        align_corners_ = self.align_corners if align_corners is None else align_corners
+        dtype_ = get_equivalent_dtype(dtype or self.dtype or img.dtype, torch.Tensor)
+        if mode_ == "antialias":
+            if not lazy_:
+                return self._shrink_antialiased(img, size, inverse_mode, align_corners_, dtype_)
+            mode_ = InterpolateMode.BILINEAR  # lazy resampling has no anti-aliasing
         # Resize.__call__'s call with the computed size: the recorded operation is then inverted by Resize.inverse
         # (through this object, whose id the record carries)
         out = resize(
             img,
             size,
             mode_,
-            self.align_corners if align_corners is None else align_corners,
-            get_equivalent_dtype(dtype or self.dtype or img.dtype, torch.Tensor),
+            align_corners_,
+            dtype_,
             len(spatial_shape),
             self.anti_aliasing if anti_aliasing is None else anti_aliasing,
             self.anti_aliasing_sigma if anti_aliasing_sigma is None else anti_aliasing_sigma,
@@ -289,6 +357,29 @@ class ResizeShortestSide(Resize):
             if records and records[-1].get(TraceKeys.ID) == id(self):
                 records[-1][TraceKeys.EXTRA_INFO]["inverse_mode"] = inverse_mode
         return out  # type: ignore[no-any-return]
+
+    def _shrink_antialiased(
+        self, img: torch.Tensor, size: tuple[int, ...], inverse_mode: str, align_corners: bool | None, dtype: torch.dtype
+    ) -> torch.Tensor:
+        # MONAI's eager resize (monai.transforms.spatial.functional.resize), with PyTorch's anti-aliased bilinear
+        # interpolation computing the data: the record is the one Resize.inverse reads, its mode the inverse's
+        img = convert_to_tensor(img, track_meta=get_track_meta())
+        orig_size = img.shape[1:]
+        meta_info = TraceableTransform.track_transform_meta(
+            img,
+            sp_size=size,
+            affine=scale_affine(orig_size, size, align_corners=bool(align_corners)),
+            extra_info={"mode": inverse_mode, "align_corners": TraceKeys.NONE if align_corners is None else align_corners,
+                        "dtype": str(dtype)[6:], "new_dim": 0},
+            orig_size=orig_size,
+            transform_info=self.get_transform_info(),
+            lazy=False,
+        )
+        data = convert_to_tensor(img, dtype=dtype, track_meta=False)
+        resized = torch.nn.functional.interpolate(data[None], size=size, mode="bilinear", align_corners=align_corners,
+                                                  antialias=True)[0]
+        out = convert_to_dst_type(resized, img, dtype=torch.float32)[0]
+        return out.copy_meta_from(meta_info) if isinstance(out, MetaTensor) else out  # type: ignore[no-any-return]
 
     def inverse_transform(self, data: torch.Tensor, transform: Mapping) -> torch.Tensor:
         extra = dict(transform[TraceKeys.EXTRA_INFO])

@@ -1,16 +1,17 @@
-"""Overlay pictures that let a person check a segmentation by eye: image, ground truth and prediction side by side."""
+"""Overlay pictures that let a person check a segmentation by eye: image, ground truth and prediction side by side.
+
+The evaluation workflow saves them with :class:`monai_egeunet.handlers.OverlaySaver`.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import math
+from collections.abc import Mapping
 
 import numpy as np
-import torch
-from ignite.engine import Engine, Events
 from PIL import Image, ImageDraw
 
-__all__ = ["overlay_panels", "OverlaySaver"]
+__all__ = ["overlay_panels", "draw_lesion_axes"]
 
 _TRUTH = (0, 220, 0)
 _PRED = (255, 40, 40)
@@ -25,13 +26,18 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def overlay_panels(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray) -> Image.Image:
+def overlay_panels(
+    image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, measurements: Mapping | None = None
+) -> Image.Image:
     """Three panels: the image, the image with the ground truth outlined (green), with the prediction (red).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB, as PIL reads it.
         truth: ``(H, W)`` boolean ground truth, or None when there is none.
         pred: ``(H, W)`` boolean prediction.
+        measurements: the prediction's lesion measurements
+            (:func:`monai_egeunet.measurements.measure_lesion`), to draw its axes and greatest diameter on the
+            prediction panel (see :func:`draw_lesion_axes`); None for none.
 
     Returns:
         A PIL image ``(H, 3W)`` with a small caption on each panel.
@@ -45,74 +51,53 @@ def overlay_panels(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray
             panel[_outline(mask)] = colour
         panels.append(panel)
     out = Image.fromarray(np.concatenate(panels, axis=1))
-    draw = ImageDraw.Draw(out)
     w = image.shape[1]
+    if measurements is not None:
+        draw_lesion_axes(out, measurements, offset=(2 * w, 0))
+    draw = ImageDraw.Draw(out)
     for i, text in enumerate(("image", "ground truth", "prediction")):
         draw.text((i * w + 8, 8), text, fill=(255, 255, 255))
     return out
 
 
-def _to_hw(x: torch.Tensor | np.ndarray, spatial_order: str, size_hw: tuple[int, int]) -> np.ndarray:
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    # MONAI's PIL/ITK readers give 2D arrays as (W, H): transpose back to PIL's (H, W)
-    mask = arr[0] > 0.5 if spatial_order == "HW" else arr[0].T > 0.5
-    if mask.shape != size_hw:  # evaluated at the network's size: show it stretched over the photo
-        mask = np.asarray(Image.fromarray(mask).resize(size_hw[::-1], Image.NEAREST))
-    return mask
+_MAJOR = (255, 220, 0)
+_MINOR = (0, 220, 255)
+_DIAMETER = (255, 0, 255)
 
 
-class OverlaySaver:
-    """Saves overlay pictures (see :func:`overlay_panels`) of the first ``max_images`` cases an evaluator sees.
-
-    Reads ``pred`` and ``label`` (channel-first, by default in MONAI's (W, H) axis order; at the original image size
-    after ``Invertd``, or at the network's size, then stretched over the photo) and the original file named in the
-    image's metadata.
+def draw_lesion_axes(picture: Image.Image, measurements: Mapping, offset: tuple[int, int] = (0, 0)) -> Image.Image:
+    """Draws a lesion's principal axes (major: yellow, minor: cyan, each as long as the axis of the lesion's
+    inertia ellipse, through its centroid) and its greatest diameter (magenta, between its end points) on a picture,
+    in place.
 
     Args:
-        output_dir: where to write ``<image name>_overlay.png``.
-        max_images: how many cases to save.
-        pred_key: key of the binary prediction.
-        label_key: key of the ground truth (skipped when absent).
-        image_key: key of the image whose ``filename_or_obj`` metadata names the original file.
-        spatial_order: "WH" for MONAI's PIL/ITK axis order, "HW" for arrays already transposed to (H, W).
+        picture: the image the lesion was measured on (or a panel of it), a PIL RGB image.
+        measurements: a row of :func:`monai_egeunet.measurements.measure_lesion`, measured in the picture's (rows,
+            columns); a row without a lesion (empty mask) draws nothing.
+        offset: ``(x, y)`` of the measured image's top-left corner in ``picture`` (e.g. a panel's).
 
-    Example::
-
-        >>> OverlaySaver("eval/overlays", max_images=4).attach(evaluator)  # doctest: +SKIP
+    Returns:
+        ``picture``.
     """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        max_images: int = 8,
-        pred_key: str = "pred",
-        label_key: str = "label",
-        image_key: str = "image",
-        spatial_order: str = "WH",
-    ) -> None:
-        if spatial_order not in ("WH", "HW"):
-            raise ValueError(f"spatial_order must be 'WH' or 'HW', got {spatial_order!r}")
-        self.spatial_order = spatial_order
-        self.output_dir = Path(output_dir)
-        self.max_images = max_images
-        self.pred_key, self.label_key, self.image_key = pred_key, label_key, image_key
-        self.saved = 0
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def _reset(self, engine: Engine) -> None:
-        self.saved = 0
-
-    def __call__(self, engine: Engine) -> None:
-        for item in engine.state.output:
-            if self.saved >= self.max_images:
-                return
-            source = item[self.image_key].meta["filename_or_obj"]
-            image = np.asarray(Image.open(source).convert("RGB"))
-            pred = _to_hw(item[self.pred_key], self.spatial_order, image.shape[:2])
-            truth = _to_hw(item[self.label_key], self.spatial_order, image.shape[:2]) if self.label_key in item else None
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            overlay_panels(image, truth, pred).save(self.output_dir / f"{Path(source).stem}_overlay.png")
-            self.saved += 1
+    if not measurements.get("area_px") or math.isnan(float(measurements.get("centroid_row_px", math.nan))):
+        return picture
+    draw = ImageDraw.Draw(picture)
+    width = max(2, round(max(picture.size) / 300))
+    ox, oy = offset
+    cx, cy = float(measurements["centroid_col_px"]) + ox, float(measurements["centroid_row_px"]) + oy
+    # orientation_deg is counter-clockwise from the horizontal, with rows (y) running down
+    a = math.radians(float(measurements["orientation_deg"]))
+    for length, (dx, dy), colour in (
+        (measurements["major_axis_px"], (math.cos(a), -math.sin(a)), _MAJOR),
+        (measurements["minor_axis_px"], (math.sin(a), math.cos(a)), _MINOR),
+    ):
+        h = float(length) / 2
+        draw.line([(cx - h * dx, cy - h * dy), (cx + h * dx, cy + h * dy)], fill=colour, width=width)
+    ends = [
+        (float(measurements[f"greatest_diameter_col{i}_px"]) + ox, float(measurements[f"greatest_diameter_row{i}_px"]) + oy)
+        for i in (0, 1)
+    ]
+    draw.line(ends, fill=_DIAMETER, width=width)
+    r = 2 * width
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_MAJOR)
+    return picture

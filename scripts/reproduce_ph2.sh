@@ -13,11 +13,12 @@ COMMON=(--dataset_dir "$PH2_DIR" --split_file "$SPLIT" --val_fraction 0)
 
 run_model () {  # name, extra config files...
     local name=$1; shift
-    local configs="'configs/train.json'"
-    for c in "$@"; do configs="$configs,'$c'"; done
-    python -m monai.bundle run training --config_file "[$configs]" "${COMMON[@]}" \
+    local extra=""
+    for c in "$@"; do extra="$extra,'$c'"; done
+    python -m monai.bundle run training --config_file "['configs/train.json'$extra]" "${COMMON[@]}" \
         --ckpt_dir "runs/$name/models" --output_dir "runs/$name/eval"
-    python -m monai.bundle run evaluating --config_file "[$configs,'configs/evaluate.json']" "${COMMON[@]}" \
+    # overlays come after evaluate.json, so that they override what it defines (the baseline is not fused)
+    python -m monai.bundle run evaluating --config_file "['configs/train.json','configs/evaluate.json'$extra]" "${COMMON[@]}" \
         --ckpt_path "runs/$name/models/model.pt" --output_dir "runs/$name/test"
 }
 

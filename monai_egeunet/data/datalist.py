@@ -6,12 +6,13 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from monai_egeunet.utils import atomic_write
 
 __all__ = ["DatasetError", "find_pairs", "check_pairs", "load_split_ids", "prepare_datalists", "write_json_atomic"]
 
@@ -27,17 +28,11 @@ class DatasetError(ValueError):
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> Path:
-    """Writes ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    """Writes ``obj`` as JSON to ``path`` through :func:`monai_egeunet.utils.atomic_write`: readers never see half a
+    file."""
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -22,12 +22,12 @@ import math
 import os
 import pathlib
 import re
-import secrets
-from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from monai_egeunet.utils import atomic_write
 
 __all__ = ["SYNTHETIC_VERSION", "default_synthetic_dir", "make_synthetic_dataset"]
 
@@ -148,7 +148,8 @@ def make_synthetic_dataset(
         _save_png(mask_dir / f"{name}_lesion.png", mask)
 
     text = json.dumps(params, indent=2, sort_keys=True) + "\n"
-    _atomic_write(marker, lambda fh: fh.write(text.encode("utf-8")))
+    with atomic_write(marker, "w") as fh:
+        fh.write(text)
     return root
 
 
@@ -174,22 +175,10 @@ def _remove_stale(folder: pathlib.Path, pattern: re.Pattern, num_images: int) ->
             path.unlink(missing_ok=True)
 
 
-def _atomic_write(path: pathlib.Path, write: Callable[[IO[bytes]], Any]) -> None:
-    # A unique hidden name in the same folder keeps os.replace atomic (same file system), lets concurrent
-    # writers coexist, and, unlike mkstemp's 0600, gets the permissions the umask gives.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save_png(path: pathlib.Path, array: np.ndarray) -> None:
     # Level 1 is about three times faster than the default on these noisy images, for files ~10 % larger.
-    _atomic_write(path, lambda fh: Image.fromarray(array).save(fh, "PNG", compress_level=1))
+    with atomic_write(path) as fh:
+        Image.fromarray(array).save(fh, "PNG", compress_level=1)
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: float) -> np.ndarray:

@@ -1,57 +1,37 @@
-"""Checkpoint handlers: atomic writes, a resumable training state, and a best model saved as a plain CPU state dict.
+"""MONAI's ``CheckpointSaver`` and ``CheckpointLoader`` with what this bundle needs on top of them.
 
-MONAI's ``CheckpointSaver`` writes in place (``atomic=False``), names interval checkpoints by epoch, and keeps tensors
-on the training device; a bundle shared with CPU users and runs that must survive being killed need all three
-handled, hence these handlers.
+- :class:`AtomicCheckpointSaver`: writes each file atomically (MONAI's saver writes in place, so a run killed while
+  saving leaves a truncated file, and with ``n_saved=1`` it deletes the previous file before writing the next),
+  with CPU tensors (a bundle trained on a GPU loads on a CPU), a fixed name for the interval checkpoint (the file a
+  rerun resumes from), the trainer's epoch and iteration, and a provenance record beside every file
+  (:mod:`monai_egeunet.provenance`).
+- :class:`ResumeCheckpointLoader`: resumes from that checkpoint when it exists; a first run has none.
+- :class:`WeightsLoader`: loads network weights from this bundle's files and the original EGE-UNet release's
+  checkpoint layouts, and logs which weights were loaded and what they were trained on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
-from ignite.engine import Engine, Events
-from torch import nn
+from ignite.engine import Engine
+from ignite.handlers import Checkpoint, DiskSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from monai_egeunet.networks.checkpoint import load_weights, unwrap
+from monai_egeunet.networks.checkpoint import extract_state_dict
+from monai_egeunet.provenance import describe_weights, provenance_path, read_provenance, write_provenance
+from monai_egeunet.utils import atomic_write
 
-__all__ = ["save_atomic", "ResumableCheckpoint", "BestModelSaver", "FinalModelSaver", "WeightsLoader"]
+__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "WeightsLoader"]
 
 logger = logging.getLogger(__name__)
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves a truncated file.
-
-    Args:
-        obj: what to save.
-        path: destination.
-
-    Returns:
-        The destination path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); a shared bundle's files must be readable like any other file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -64,199 +44,304 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-class ResumableCheckpoint:
-    """Saves the whole training state every ``interval`` epochs, atomically, and resumes from it on the next run.
+class _EngineProgress:
+    """The epoch and iteration of the engine a saver or loader is attached to, as a checkpoint entry.
 
-    Attached to a trainer, it writes ``save_dir/filename`` with the state dicts of ``save_dict`` plus the trainer's
-    own (epoch, iteration), replacing the previous file only once the new one is complete. When that file exists
-    as the trainer starts, everything is restored and training continues with the next epoch, so an interrupted
-    run loses at most ``interval`` epochs. Put the :class:`BestModelSaver` in ``save_dict`` so the best score so
-    far survives too.
+    A trainer cannot be put in its own handlers' ``save_dict`` from a bundle config (the reference would be
+    circular); this stands in for it. Saved as ``{"epoch": e, "iteration": i}``.
+    """
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        if self.engine is None:
+            raise RuntimeError("the checkpoint handler is not attached to an engine")
+        return {"epoch": int(self.engine.state.epoch), "iteration": int(self.engine.state.iteration)}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        if self.engine is None:
+            raise RuntimeError("the checkpoint handler is not attached to an engine")
+        self.engine.state.epoch = int(state["epoch"])
+        self.engine.state.iteration = int(state["iteration"])
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` (which writes on rank 0 only) with atomic writes through
+    :func:`monai_egeunet.utils.atomic_write`, CPU tensors, an optional fixed file name and a provenance record."""
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None, record: Any = None) -> None:
+        super().__init__(dirname=dirname, atomic=False, create_dir=True, require_empty=False)
+        self.filename = filename
+        self.record = record
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
+        with atomic_write(path) as f:
+            func(_to_cpu(checkpoint), f, **self.kwargs)
+        if self.record is not None:
+            write_provenance(path, self.record())
+
+    def remove(self, filename: str) -> None:
+        # a fixed file is replaced atomically by the next save: deleting it first would leave none after a crash
+        if self.filename is not None or idist.get_rank() != self.save_on_rank:
+            return
+        path = self.dirname / filename
+        path.unlink(missing_ok=True)
+        provenance_path(path).unlink(missing_ok=True)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's :class:`~monai.handlers.CheckpointSaver` (best model by key metric, final model, every N epochs) with
+    atomic writes, CPU tensors, a provenance record beside every file, and what a resumable training needs.
+
+    Added to MONAI's arguments:
 
     Args:
-        save_dir: folder of the checkpoint.
-        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, lr scheduler, ...).
-        filename: checkpoint file name.
-        interval: save every this many epochs (and always when training completes).
-        resume: load the checkpoint at start when it exists.
-        map_location: where to load tensors.
-        enabled: False makes ``attach`` a no-op (e.g. on ranks other than 0 in multi-GPU training: they still
-            resume, pass ``save=False`` for that instead).
-        save: write checkpoints (False on ranks other than 0).
+        interval_filename: a fixed file name for the interval checkpoint (then ``n_saved`` is 1): the file a rerun
+            resumes from (see :class:`ResumeCheckpointLoader`). None keeps MONAI's ``{name}_epoch=N.pt`` names.
+        progress_key: save the attached engine's epoch and iteration under this key (for resuming a trainer,
+            which a bundle config cannot put in its own handler's ``save_dict``); None for none.
+        provenance: what to record about the weights in ``NAME.json`` beside each file (dataset, training
+            images, bundle version, ...); the saver adds the epoch, how the file was selected (``best
+            val_mean_dice=0.9123 at epoch 37``, ``final epoch``, ``every 5 epochs``), the date, the file's SHA-256
+            and the package versions. None writes no record.
+
+    Its ``state_dict`` holds the best key-metric score so far and its epoch (``{"best_metric", "best_epoch"}``):
+    put the key-metric saver in the interval checkpoint's ``save_dict`` so that a resumed run does not replace a
+    better model by a worse one.
+
+    Files are written by rank 0 only (ignite's ``DiskSaver``): in multi-GPU training every rank attaches it.
 
     Example::
 
-        >>> ResumableCheckpoint("models", {"network": net, "optimizer": opt}).attach(trainer)  # doctest: +SKIP
+        >>> AtomicCheckpointSaver("models", {"model": net}, save_key_metric=True,  # doctest: +SKIP
+        ...                       key_metric_filename="model.pt").attach(evaluator)
     """
 
     def __init__(
         self,
-        save_dir: str | os.PathLike,
-        save_dict: Mapping[str, Any],
-        filename: str = "checkpoint.pt",
-        interval: int = 1,
-        resume: bool = True,
-        map_location: Any = "cpu",
-        enabled: bool = True,
-        save: bool = True,
+        save_dir: str,
+        save_dict: dict,
+        name: str | None = None,
+        file_prefix: str = "",
+        save_final: bool = False,
+        final_filename: str | None = None,
+        save_key_metric: bool = False,
+        key_metric_name: str | None = None,
+        key_metric_n_saved: int = 1,
+        key_metric_filename: str | None = None,
+        key_metric_save_state: bool = False,
+        key_metric_greater_or_equal: bool = False,
+        key_metric_negative_sign: bool = False,
+        epoch_level: bool = True,
+        save_interval: int = 0,
+        n_saved: int | None = None,
+        interval_filename: str | None = None,
+        progress_key: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
-        if interval < 1:
-            raise ValueError(f"ResumableCheckpoint interval must be >= 1, got {interval}")
-        self.path = Path(save_dir) / filename
-        self.save_dict = dict(save_dict)
-        self.interval = interval
-        self.resume = resume
-        self.map_location = map_location
-        self.enabled = enabled
-        self.save_enabled = save
-
-    def attach(self, engine: Engine) -> None:
-        if not self.enabled:
-            return
-        if self.resume:
-            engine.add_event_handler(Events.STARTED, self.load)
-        if self.save_enabled:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
-            engine.add_event_handler(Events.COMPLETED, self.save)
-
-    def _objects(self, engine: Engine) -> dict[str, Any]:
-        return {k: unwrap(v) if isinstance(v, nn.Module) else v for k, v in self.save_dict.items()}
-
-    def save(self, engine: Engine) -> None:
-        state = {k: _to_cpu(v.state_dict()) for k, v in self._objects(engine).items()}
-        state["trainer"] = {"epoch": engine.state.epoch, "iteration": engine.state.iteration}
-        save_atomic(state, self.path)
-
-    def load(self, engine: Engine) -> None:
-        if not self.path.exists():
-            return
-        try:
-            state = torch.load(self.path, map_location=self.map_location, weights_only=False)
-        except Exception as e:
-            raise RuntimeError(f"cannot resume from {self.path} ({e}); delete it to start over") from e
-        for key, obj in self._objects(engine).items():
-            if key not in state:
-                raise RuntimeError(f"checkpoint {self.path} has no '{key}' state; delete it to start over")
-            obj.load_state_dict(state[key])
-        done = state["trainer"]["epoch"]
-        if engine.state.max_epochs is not None and done > engine.state.max_epochs:
-            raise RuntimeError(
-                f"checkpoint {self.path} is at epoch {done}, beyond max_epochs={engine.state.max_epochs}; raise "
-                f"max_epochs or delete the checkpoint"
-            )
-        engine.state.epoch = done
-        engine.state.iteration = state["trainer"]["iteration"]
-        logger.info(f"resumed from {self.path} after epoch {done}")
-
-
-class BestModelSaver:
-    """Saves the network as a plain CPU state dict (``torch.load`` + ``load_state_dict``, no wrapper) whenever the
-    evaluator's key metric improves; the file is replaced atomically.
-
-    Its ``state_dict`` (best score and epoch) can go into a :class:`ResumableCheckpoint` so a resumed run does not
-    overwrite a better model with a worse one.
-
-    Args:
-        save_dir: folder of the model file.
-        network: the network (a DistributedDataParallel wrapper is unwrapped).
-        filename: the model file name.
-        metric_name: the metric to track; default: the evaluator's key metric.
-        save: write files (False on ranks other than 0).
-
-    Example::
-
-        >>> BestModelSaver("models", net).attach(evaluator)  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        save_dir: str | os.PathLike,
-        network: nn.Module,
-        filename: str = "model.pt",
-        metric_name: str | None = None,
-        save: bool = True,
-    ) -> None:
-        self.path = Path(save_dir) / filename
-        self.network = network
-        self.metric_name = metric_name
-        self.save_enabled = save
+        self._progress = _EngineProgress()
+        save_dict = dict(save_dict)
+        if progress_key is not None:
+            if progress_key in save_dict:
+                raise ValueError(f"progress_key {progress_key!r} is also a key of save_dict")
+            save_dict[progress_key] = self._progress
+        super().__init__(
+            save_dir=str(save_dir),
+            save_dict=save_dict,
+            name=name,
+            file_prefix=file_prefix,
+            save_final=save_final,
+            final_filename=final_filename,
+            save_key_metric=save_key_metric,
+            key_metric_name=key_metric_name,
+            key_metric_n_saved=key_metric_n_saved,
+            key_metric_filename=key_metric_filename,
+            key_metric_save_state=key_metric_save_state,
+            key_metric_greater_or_equal=key_metric_greater_or_equal,
+            key_metric_negative_sign=key_metric_negative_sign,
+            epoch_level=epoch_level,
+            save_interval=save_interval,
+            n_saved=1 if interval_filename is not None else n_saved,
+        )
+        self.provenance = None if provenance is None else dict(provenance)
+        self.key_metric_name = key_metric_name
         self.best_metric = -float("inf")
         self.best_epoch = -1
+        self._engine: Engine | None = None
+        self._selection = ""
+        for kind, checkpoint, filename in (
+            ("final", self._final_checkpoint, final_filename),
+            ("key_metric", self._key_metric_checkpoint, key_metric_filename),
+            ("interval", self._interval_checkpoint, interval_filename),
+        ):
+            if checkpoint is not None:
+                record = None if self.provenance is None else partial(self._record, kind)
+                checkpoint.save_handler = _AtomicDiskSaver(save_dir, filename, record)
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        self._engine = engine
+        self._progress.engine = engine
+        super().attach(engine)
 
-    def __call__(self, engine: Engine) -> None:
-        name = self.metric_name or getattr(engine.state, "key_metric_name", None)
-        if name is None or name not in engine.state.metrics:
-            raise KeyError(f"BestModelSaver: metric {name!r} not among {sorted(engine.state.metrics)}")
-        value = float(engine.state.metrics[name])
-        if value > self.best_metric:
-            self.best_metric, self.best_epoch = value, int(engine.state.epoch)
-            if self.save_enabled:
-                save_atomic(_to_cpu(unwrap(self.network).state_dict()), self.path)
-            logger.info(f"new best {name}={value:.4f} at epoch {self.best_epoch}: saved {self.path}")
+    def _record(self, kind: str) -> dict[str, Any]:
+        state = self._engine.state if self._engine is not None else None
+        epoch = int(state.epoch) if state is not None else None
+        selection = {
+            "final": "final epoch",
+            "key_metric": f"best {self._selection} at epoch {epoch}",
+            "interval": f"every {self.save_interval} epoch(s)" if self.epoch_level else f"every {self.save_interval} iteration(s)",
+        }[kind]
+        return {**(self.provenance or {}), "epochs": epoch, "iteration": int(state.iteration) if state else None,
+                "selection": selection}
+
+    def metrics_completed(self, engine: Engine) -> None:
+        name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
+        value = engine.state.metrics.get(name) if name is not None else None
+        if isinstance(value, (int, float)):
+            self._selection = f"{name}={value:.4f}"
+        saved_before = list(self._key_metric_checkpoint._saved) if self._key_metric_checkpoint else []
+        super().metrics_completed(engine)
+        if self._key_metric_checkpoint is not None and self._key_metric_checkpoint._saved != saved_before:
+            self.best_metric, self.best_epoch = float(value), int(engine.state.epoch)
+            self.logger.info(f"new best {self._selection} at epoch {self.best_epoch}: saved to {self.save_dir}")
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        # MONAI's saver writes the "final" checkpoint when the run fails: an unfinished model would then pass for
+        # the final one. The interval checkpoint is what an interrupted run resumes from.
+        raise e
 
     def state_dict(self) -> dict[str, float]:
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
 
-    def load_state_dict(self, state: Mapping[str, float]) -> None:
-        self.best_metric = float(state["best_metric"])
-        self.best_epoch = int(state["best_epoch"])
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores the best score so far (``{"best_metric", "best_epoch"}``) into the key-metric tracking, so that
+        the next model saved is one that beats it."""
+        self.best_metric = float(state_dict["best_metric"])
+        self.best_epoch = int(state_dict["best_epoch"])
+        if self._key_metric_checkpoint is not None:
+            saved = [] if self.best_epoch < 0 else [(self.best_metric, self._key_metric_checkpoint.save_handler.filename
+                                                     or "model.pt")]
+            self._key_metric_checkpoint.load_state_dict({"_saved": saved})
 
 
-class FinalModelSaver:
-    """Saves the network as a plain CPU state dict when training completes: the model selection of a run with no
-    validation images, which keeps its final epoch (as the original EGE-UNet release does, on all training images).
+class ResumeCheckpointLoader(CheckpointLoader):
+    """MONAI's :class:`~monai.handlers.CheckpointLoader` for resuming a training: it loads ``load_path`` when the
+    engine starts if that file exists (a first run has none and starts from scratch), including the engine's epoch
+    and iteration saved by :class:`AtomicCheckpointSaver` under ``progress_key``, so training continues with the
+    next epoch. ``max_epochs`` stays the engine's own: a rerun with more epochs trains on.
 
     Args:
-        save_dir: folder of the model file.
-        network: the network (a DistributedDataParallel wrapper is unwrapped).
-        filename: the model file name.
-        save: write files (False on ranks other than 0).
+        load_path: the checkpoint written by :class:`AtomicCheckpointSaver` (``interval_filename``).
+        load_dict: the objects to restore, as in the saver's ``save_dict``.
+        name: logger name; default the engine's logger.
+        map_location: where to load tensors.
+        strict: passed to ``load_state_dict``.
+        progress_key: the key of the engine's epoch and iteration in the checkpoint.
+
+    Raises:
+        RuntimeError: when the checkpoint exists but cannot be loaded (the message says to delete it to start
+            over), or is at an epoch beyond ``max_epochs``.
 
     Example::
 
-        >>> FinalModelSaver("models", net).attach(trainer)  # doctest: +SKIP
+        >>> ResumeCheckpointLoader("models/checkpoint.pt", {"network": net, "optimizer": opt}).attach(trainer)  # doctest: +SKIP
     """
 
-    def __init__(self, save_dir: str | os.PathLike, network: nn.Module, filename: str = "model.pt", save: bool = True) -> None:
-        self.path = Path(save_dir) / filename
-        self.network = network
-        self.save_enabled = save
+    def __init__(
+        self,
+        load_path: str | os.PathLike,
+        load_dict: dict,
+        name: str | None = None,
+        map_location: Any = None,
+        strict: bool = True,
+        progress_key: str = "trainer",
+    ) -> None:
+        self._progress = _EngineProgress()
+        load_dict = dict(load_dict)
+        if progress_key in load_dict:
+            raise ValueError(f"progress_key {progress_key!r} is also a key of load_dict")
+        load_dict[progress_key] = self._progress
+        super().__init__(load_path=str(load_path), load_dict=load_dict, name=name, map_location=map_location,
+                         strict=strict)
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
+        self._progress.engine = engine
+        super().attach(engine)
 
     def __call__(self, engine: Engine) -> None:
-        if self.save_enabled:
-            save_atomic(_to_cpu(unwrap(self.network).state_dict()), self.path)
-            logger.info(f"final model of epoch {engine.state.epoch} saved: {self.path}")
+        path = Path(self.load_path)
+        if not path.is_file():
+            self.logger.info(f"no checkpoint at {path}: training starts from the first epoch")
+            return
+        try:
+            super().__call__(engine)
+        except Exception as e:
+            raise RuntimeError(f"cannot resume from {path}: {e} (or delete {path} to start over)") from e
+        self.logger.info(f"resumed from {path} after epoch {engine.state.epoch}")
 
 
-class WeightsLoader:
-    """Loads network weights when an engine starts: this bundle's ``model.pt``, a MONAI/ignite checkpoint, or a
-    checkpoint of the original EGE-UNet release (see :func:`monai_egeunet.networks.load_weights`).
+class WeightsLoader(CheckpointLoader):
+    """MONAI's :class:`~monai.handlers.CheckpointLoader` for one network's weights, plus what it lacks here: the
+    layouts of other checkpoints (the original EGE-UNet release's ``latest.pth``/``best.pth``, ignite and MONAI
+    checkpoints, ``module.`` prefixes: see :func:`monai_egeunet.networks.extract_state_dict`), a missing file named
+    with what to do, and a log line saying which weights were loaded and what they were trained on (their
+    provenance record), with a warning when that was the synthetic demo set.
 
     Args:
         load_path: the checkpoint file.
-        network: the network to load into.
+        load_dict: ``{"model": network}``, one network.
+        name: logger name; default the engine's logger.
         map_location: where to load tensors.
         strict: passed to ``load_state_dict``.
 
+    Raises:
+        FileNotFoundError: when ``load_path`` does not exist.
+        ValueError: for more than one object to load, a file that is not a checkpoint, or weights that do not fit.
+
     Example::
 
-        >>> WeightsLoader("models/model.pt", net).attach(evaluator)  # doctest: +SKIP
+        >>> WeightsLoader("models/model.pt", {"model": net}).attach(evaluator)  # doctest: +SKIP
     """
 
-    def __init__(self, load_path: str | os.PathLike, network: nn.Module, map_location: Any = "cpu", strict: bool = True) -> None:
-        self.load_path = load_path
-        self.network = network
-        self.map_location = map_location
-        self.strict = strict
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self)
+    def __init__(
+        self,
+        load_path: str | os.PathLike,
+        load_dict: dict,
+        name: str | None = None,
+        map_location: Any = None,
+        strict: bool = True,
+    ) -> None:
+        if len(load_dict) != 1:
+            raise ValueError(f"WeightsLoader loads one network, got load_dict keys {sorted(load_dict)}")
+        super().__init__(load_path=str(load_path), load_dict=load_dict, name=name, map_location=map_location,
+                         strict=strict)
+        self.provenance: dict | None = None
 
     def __call__(self, engine: Engine | None = None) -> None:
-        load_weights(self.network, self.load_path, map_location=self.map_location, strict=self.strict)
+        path = Path(self.load_path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no checkpoint at {path}: train the bundle first, or name a checkpoint with --ckpt_path"
+            )
+        try:
+            checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint: {e}") from e
+        (key, _), = self.load_dict.items()
+        try:
+            Checkpoint.load_objects(to_load=self.load_dict, checkpoint={key: extract_state_dict(checkpoint)},
+                                    strict=self.strict)
+        except RuntimeError as e:
+            raise ValueError(f"the weights in {path} do not fit this network: {e}") from e
+        self.provenance = read_provenance(path)
+        log = self.logger if engine is not None else logger
+        log.info(describe_weights(path, self.provenance or {}))
+        if self.provenance and self.provenance.get("synthetic_demo"):
+            log.warning(
+                f"{path} was trained on the bundle's synthetic demo set: its masks of real photographs are poor; "
+                f"pass --ckpt_path with weights trained on real images (the shipped ones are bundle/models/model.pt)"
+            )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ignite.engine import Engine, Events
@@ -18,7 +20,9 @@ class MetricsSummary:
 
     Args:
         output_path: the JSON file.
-        extra: fields to record beside the metrics (checkpoint path, dataset, intensity scaling...).
+        extra: fields to record beside the metrics (checkpoint path, dataset, intensity scaling...): mappings (the
+            weights' provenance record, the inference options) as JSON objects, None as null, anything else as a
+            string.
 
     Example::
 
@@ -35,4 +39,6 @@ class MetricsSummary:
     def __call__(self, engine: Engine) -> None:
         metrics = {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
         n = len(engine.data_loader.dataset) if hasattr(engine.data_loader, "dataset") else None
-        write_json_atomic(self.output_path, {"metrics": metrics, "num_images": n, **{k: str(v) for k, v in self.extra.items()}})
+        extra = {k: json.loads(json.dumps(v, default=str)) if isinstance(v, Mapping) or v is None else str(v)
+                 for k, v in self.extra.items()}
+        write_json_atomic(self.output_path, {"metrics": metrics, "num_images": n, **extra})

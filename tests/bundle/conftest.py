@@ -44,8 +44,9 @@ def checkpoint(tmp_path_factory) -> Path:
 def inference_workflow(**override) -> ConfigWorkflow:
     """The bundle's inference workflow with ``override``s, initialised, run on one worker-less loader."""
     override.setdefault("num_workers", 0)
+    config_file = override.pop("config_file", INFERENCE)
     wf = ConfigWorkflow(
-        config_file=str(override.pop("config_file", INFERENCE)),
+        config_file=[str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file),
         meta_file=str(override.pop("meta_file", META)),
         logging_file=False,
         workflow_type="infer",

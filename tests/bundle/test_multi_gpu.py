@@ -13,21 +13,23 @@ import pytest
 import torch
 
 from monai_egeunet.distributed import rank_handlers
-from monai_egeunet.handlers import BestModelSaver
+from monai_egeunet.handlers import AtomicCheckpointSaver
 from tests.utils import REPO_ROOT
 
 
 def test_rank_handlers_keep_training_handlers_on_other_ranks(tmp_path):
-    from monai.handlers import LrScheduleHandler, StatsHandler
+    from ignite.handlers import ProgressBar
+    from monai.handlers import LrScheduleHandler, MetricsSaver, StatsHandler, TensorBoardStatsHandler
 
-    saver = BestModelSaver(tmp_path, torch.nn.Linear(1, 1))
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(1, 1)}, save_key_metric=True)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.1)
     lr = LrScheduleHandler(torch.optim.lr_scheduler.StepLR(optimizer, 1))
-    stats = StatsHandler()
-    assert rank_handlers([lr, stats, saver, None], rank=0) == [lr, stats, saver]
-    assert saver.save_enabled
-    assert rank_handlers([lr, stats, saver], rank=1) == [lr, saver]
-    assert not saver.save_enabled
+    stats, board, bar = StatsHandler(), TensorBoardStatsHandler(log_dir=str(tmp_path)), ProgressBar()
+    # MONAI's MetricsSaver gathers every rank's details: dropping it on a rank would leave the others waiting
+    metrics = MetricsSaver(save_dir=str(tmp_path))
+    handlers = [lr, stats, saver, metrics, board, bar, None]
+    assert rank_handlers(handlers, rank=0) == [lr, stats, saver, metrics, board, bar]
+    assert rank_handlers(handlers, rank=1) == [lr, saver, metrics]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
@@ -61,8 +63,10 @@ def test_torchrun_two_cpu_processes(tmp_path, val_fraction):
     assert seen[0] | seen[1] <= training and len(seen[0] | seen[1]) >= len(training) - 1
     assert ranks[0]["weights_checksum"] == pytest.approx(ranks[1]["weights_checksum"], rel=1e-9)
 
-    # one model and one checkpoint, written by rank 0 alone; rank 0 logs, the other ranks stay quiet
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["checkpoint.pt", "model.pt"]
+    # one model and one checkpoint (each with its provenance record), written by rank 0 alone; rank 0 logs, the
+    # other ranks stay quiet
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["checkpoint.pt", "checkpoint.pt.json",
+                                                                       "model.pt", "model.pt.json"]
     # trainer and evaluator of rank 0 only
     assert log.count("Engine run finished") == (2 if val_fraction else 1)
     state = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)

@@ -13,6 +13,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from monai_egeunet import EGEUNet
+from monai_egeunet.provenance import file_sha256, provenance_path
 from tests.utils import PH2_DIR, PH2_SPLIT, REPO_ROOT, require
 
 CONFIGS = REPO_ROOT / "configs"
@@ -21,7 +22,7 @@ EVALUATE = [TRAIN, str(CONFIGS / "evaluate.json")]
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
 # small and quick: the workflows are what is tested here, not the model's quality
-SMALL = {"roi_size": [64, 64], "batch_size": 4, "num_workers": 0, "val_interval": 1}
+SMALL = {"roi_size": [64, 64], "scale": 64, "batch_size": 4, "num_workers": 0, "val_interval": 1}
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +60,7 @@ def test_eval_properties(tmp_path):
 
 
 def test_train_resume_and_evaluate_on_synthetic(tmp_path):
-    wf = _workflow(TRAIN, tmp_path, demo_max_epochs=2)
+    wf = _workflow(TRAIN, tmp_path, demo_max_epochs=2, snapshot_interval=1)
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
@@ -77,6 +78,17 @@ def test_train_resume_and_evaluate_on_synthetic(tmp_path):
     assert all(t.device.type == "cpu" for t in state.values())
     EGEUNet().load_state_dict(state, strict=True)  # a plain state dict, nothing wrapped
     assert not list((tmp_path / "models").glob(".*.tmp")), "a temporary file was left behind"
+    # every file written says what made it: the demo set, the epoch, the selection, the bundle version
+    n_train = len(json.loads((tmp_path / "eval" / "datalist.json").read_text())["training"])
+    snapshots = sorted(p.name for p in (tmp_path / "models" / "snapshots").iterdir())
+    assert snapshots == ["model_epoch=1.pt", "model_epoch=1.pt.json", "model_epoch=2.pt", "model_epoch=2.pt.json"]
+    for path, selection in ((model, "best val_mean_dice="), (checkpoint, "every 1 epoch"),
+                            (tmp_path / "models" / "snapshots" / "model_epoch=2.pt", "every 1 epoch")):
+        record = json.loads(provenance_path(path).read_text())
+        assert record["sha256"] == file_sha256(path), path
+        assert record["synthetic_demo"] is True and record["training_images"] == n_train, record
+        assert record["selection"].startswith(selection) and record["max_epochs"] == 2, record
+        assert record["bundle_version"] == json.loads(Path(META).read_text())["version"] and record["saved"]
 
     # a second run with more epochs continues from the checkpoint instead of starting over
     first = torch.load(checkpoint, weights_only=False)
@@ -90,6 +102,7 @@ def test_train_resume_and_evaluate_on_synthetic(tmp_path):
     best = wf.parser.get_parsed_content("validate#best_model")
     assert best.best_metric >= first["best_model"]["best_metric"]
     wf.finalize()
+    assert json.loads(provenance_path(checkpoint).read_text())["epochs"] == 3
 
     # evaluation at full resolution with the checkpoint just trained
     wf = _workflow(EVALUATE, tmp_path, workflow_type="eval", ckpt_path=str(model), num_overlays=2)
@@ -100,6 +113,34 @@ def test_train_resume_and_evaluate_on_synthetic(tmp_path):
     assert (tmp_path / "eval" / "test_mean_dice_raw.csv").is_file()
     overlays = sorted((tmp_path / "eval" / "overlays").glob("*_overlay.png"))
     assert len(overlays) == 2
+
+
+def test_resume_from_a_checkpoint_of_the_previous_format(tmp_path):
+    """The layout ResumableCheckpoint wrote (network, optimizer, lr_scheduler, best_model, trainer epoch and
+    iteration): a rerun continues after its epoch and keeps its best score (no worse model replaces the best one)."""
+    wf = _workflow(TRAIN, tmp_path, demo_max_epochs=2)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    per_epoch = len(trainer.data_loader)
+    state = {k: wf.parser.get_parsed_content(k).state_dict() for k in ("network", "optimizer", "lr_scheduler")}
+    state["best_model"] = {"best_metric": 0.999, "best_epoch": 1}
+    state["trainer"] = {"epoch": 1, "iteration": per_epoch}
+    torch.save(state, tmp_path / "models" / "checkpoint.pt")  # the savers created the folder
+    wf.run()
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * per_epoch
+    assert not (tmp_path / "models" / "model.pt").exists(), "a model worse than the restored best one was saved"
+    saved = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)
+    assert saved.keys() == state.keys() and saved["trainer"] == {"epoch": 2, "iteration": 2 * per_epoch}
+    assert saved["best_model"]["best_metric"] == 0.999
+    wf.finalize()
+
+
+def test_demo_runs_are_kept_out_of_models(tmp_path):
+    """A model trained on the synthetic set never becomes the default weights of inference on real photos."""
+    parser = ConfigWorkflow(config_file=TRAIN, workflow_type="train", logging_file=False, meta_file=META,
+                            bundle_root=str(tmp_path)).parser
+    assert parser.get_parsed_content("ckpt_dir") == str(tmp_path) + "/models/demo"
+    parser["dataset_dir"] = str(tmp_path / "data")
+    assert parser.get_parsed_content("ckpt_dir", reset=True) == str(tmp_path) + "/models"
 
 
 def _messages(exc: BaseException) -> str:
@@ -135,6 +176,8 @@ def test_no_validation_keeps_the_final_epoch(tmp_path):
     saved = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     final = wf.parser.get_parsed_content("network").state_dict()
     assert saved.keys() == final.keys() and all(torch.equal(saved[k], final[k].cpu()) for k in saved)
+    record = json.loads(provenance_path(tmp_path / "models" / "model.pt").read_text())
+    assert record["selection"] == "final epoch" and record["epochs"] == 2 and record["validation_images"] == 0
     wf.finalize()
 
 
