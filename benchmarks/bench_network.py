@@ -34,7 +34,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from _memory import start_peak_tracking
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EGEUNET_SHARED", REPO.parent / "shared"))
@@ -124,24 +124,12 @@ def _runtimes(onnx_path: Path | None, threads: int, device: str = "cpu") -> dict
     return runners
 
 
-def _rss_kb() -> tuple[int, int]:
-    """(current, peak) resident set size in kB (Linux /proc)."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-
-
 def _peak_child(kind: str, onnx_path: str, batches: list[int], threads: int, queue: mp.Queue) -> None:
     torch.set_num_threads(threads)
     run = _runtimes(Path(onnx_path) if kind == ORT else None, threads)[kind]
     run(torch.rand(1, 3, 64, 64))  # libraries and kernels loaded
     inputs = {batch: torch.rand(batch, 3, SIZE, SIZE) for batch in batches}
-    try:  # reset the peak (VmHWM) to the current resident set: what came before (imports) no longer counts
-        Path("/proc/self/clear_refs").write_text("5")
-        base = _rss_kb()[0]
-        peak = lambda: _rss_kb()[1]  # noqa: E731
-    except OSError:  # no /proc or not allowed: the process-lifetime peak, which may hide small increases
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
+    base, peak = start_peak_tracking()
     result = {}
     for batch in sorted(batches):  # the peak never decreases: go from the smallest batch up
         run(inputs[batch])

@@ -19,12 +19,11 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _memory import start_peak_tracking
 
 YARDSTICK = "MONAI UNet (yardstick)"
 
@@ -57,22 +56,10 @@ def _setup(name: str, batch: int, size: int, device: str):
     return step, sum(p.numel() for p in net.parameters())
 
 
-def _rss_kb() -> tuple[int, int]:
-    """(current, peak) resident set size in kB (Linux /proc)."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-
-
 def _memory_child(name: str, batch: int, size: int, threads: int, queue: mp.Queue) -> None:
     torch.set_num_threads(threads)
     step, _ = _setup(name, batch, size, "cpu")
-    try:  # reset the peak (VmHWM) to the current resident set: imports and model building no longer count
-        Path("/proc/self/clear_refs").write_text("5")
-        base = _rss_kb()[0]
-        peak = lambda: _rss_kb()[1]  # noqa: E731
-    except OSError:  # no /proc or not allowed: the process-lifetime peak, which may hide small increases
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
+    base, peak = start_peak_tracking()
     for _ in range(2):
         step()
     queue.put((peak() - base) / 1024)

@@ -25,3 +25,13 @@ def require(path: Path) -> Path:
 
 def load_fixture() -> dict:
     return torch.load(require(FIXTURE), weights_only=True)
+
+
+def fixture_network():
+    """The default EGEUNet holding the fixture's weights (strict load), and the fixture's cases."""
+    from monai_egeunet import EGEUNet
+
+    fixture = load_fixture()
+    net = EGEUNet(in_channels=3, out_channels=1, features=fixture["config"]["c_list"])
+    net.load_state_dict(fixture["state_dict"], strict=True)
+    return net, fixture["cases"]

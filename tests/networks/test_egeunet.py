@@ -10,7 +10,7 @@ from monai.networks import eval_mode
 from parameterized import parameterized
 
 from monai_egeunet import EGEUNet
-from tests.utils import load_fixture
+from tests.utils import fixture_network
 
 
 # ---- the original computation, operator by operator, reading the weights by the original release's names ----
@@ -248,10 +248,7 @@ class TestOriginalCompatibility:
     """The fixture holds the original release's float64 outputs for perturbed weights (see ../shared/README.md)."""
 
     def _net(self):
-        fixture = load_fixture()
-        net = EGEUNet(in_channels=3, out_channels=1, features=fixture["config"]["c_list"])
-        net.load_state_dict(fixture["state_dict"], strict=True)
-        return net, fixture["cases"]
+        return fixture_network()
 
     def test_float64_matches_original(self):
         net, cases = self._net()

@@ -8,7 +8,7 @@ from monai.networks import eval_mode
 from parameterized import parameterized
 
 from monai_egeunet import EGEUNet, FusedEGEUNet, fuse_for_inference
-from tests.utils import load_fixture
+from tests.utils import fixture_network
 
 
 def _trained(seed: int = 0, **kwargs) -> EGEUNet:
@@ -141,10 +141,7 @@ class TestFusedOriginalCompatibility:
     """Against the original release's float64 outputs (``../shared/fixtures/egeunet_reference.pt``)."""
 
     def _net(self):
-        fixture = load_fixture()
-        net = EGEUNet(in_channels=3, out_channels=1, features=fixture["config"]["c_list"])
-        net.load_state_dict(fixture["state_dict"], strict=True)
-        return net, fixture["cases"]
+        return fixture_network()
 
     def test_float64_matches_original(self):
         net, cases = self._net()
