@@ -195,8 +195,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
             "key_metric": f"best {self._selection} at epoch {epoch}",
             "interval": f"every {self.save_interval} epoch(s)" if self.epoch_level else f"every {self.save_interval} iteration(s)",
         }[kind]
-        return {**(self.provenance or {}), "epochs": epoch, "iteration": int(state.iteration) if state else None,
-                "selection": selection}
+        # no iteration: a best-model saver is attached to the evaluator, whose iterations are not training steps
+        return {**(self.provenance or {}), "epochs": epoch, "selection": selection}
 
     def metrics_completed(self, engine: Engine) -> None:
         name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
