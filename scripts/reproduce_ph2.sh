@@ -28,4 +28,4 @@ if [ "${BASELINE:-0}" = 1 ]; then
     run_model ph2_unet configs/baseline_unet.json
 fi
 echo "total time: $(( $(date +%s) - start )) s"
-python scripts/results_table.py runs/ph2/test/metrics.json ${BASELINE:+runs/ph2_unet/test/metrics.json}
+python scripts/results_table.py ph2=runs/ph2/test/metrics.json ${BASELINE:+ph2_unet=runs/ph2_unet/test/metrics.json}

@@ -13,6 +13,8 @@ SHARED = Path(os.environ.get("EGEUNET_SHARED", REPO_ROOT.parent / "shared"))
 FIXTURE = SHARED / "fixtures" / "egeunet_reference.pt"
 PH2_DIR = SHARED / "data" / "ph2"
 PH2_SPLIT = SHARED / "data" / "ph2_split.json"
+ISIC_DIR = SHARED / "data" / "isic2018"
+ISIC_SPLIT = REPO_ROOT / "data" / "isic2018_split.json"
 SCHEMA = SHARED / "schema" / "meta_schema_20240725.json"
 
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Second stage of the shipped weights: fine-tunes the 50-epoch ISIC 2018 + PH2 model (scripts/train_isic_ph2.sh)
+# through the bundle's training workflow on the same training images with each PH2 photo listed PH2_REPEAT times
+# (default 5: 645 PH2 + 1,777 ISIC images per epoch), 10 epochs, learning rate 1e-4 annealed to 1e-5 (cosine, T_max
+# 10). The validation images are the first stage's (201 ISIC + 11 PH2); the best validation mean Dice is kept, and a
+# snapshot every epoch. Resumable: run it again after an interruption.
+#   bash scripts/finetune_isic_ph2.sh [INIT_CKPT] [RUN_DIR] [ISIC_DIR] [PH2_DIR] [extra monai.bundle overrides...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+INIT=${1:-runs/isic_ph2/models/model.pt}
+RUN_DIR=${2:-runs/isic_ph2_ft}
+ISIC_DIR=${3:-../shared/data/isic2018}
+PH2_DIR=${4:-../shared/data/ph2}
+shift $(( $# < 4 ? $# : 4 ))
+mkdir -p "$RUN_DIR"
+[ -f "$RUN_DIR/datalist.json" ] || python scripts/isic_ph2_datalist.py "$RUN_DIR/datalist.json" \
+    --isic_dir "$ISIC_DIR" --ph2_dir "$PH2_DIR" --ph2_repeat "${PH2_REPEAT:-5}"
+python -m monai.bundle run training --config_file configs/train.json \
+    --dataset_dir "$RUN_DIR/datalist.json" --init_ckpt_path "$INIT" --max_epochs 10 --learning_rate 1e-4 \
+    --lr_scheduler#T_max 10 --snapshot_interval 1 --ckpt_dir "$RUN_DIR/models" --output_dir "$RUN_DIR/eval" "$@"
