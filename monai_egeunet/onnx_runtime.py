@@ -30,6 +30,8 @@ class OnnxRuntimeNetwork(nn.Module):
 
     Raises:
         FileNotFoundError: when ``model_path`` does not exist (the message says how to export one).
+        ValueError: (when called) for an input whose height and width a model exported for a fixed size does not
+            take; the message says how to export it with dynamic sizes or feed it fixed windows.
 
     Example::
 
@@ -69,6 +71,9 @@ class OnnxRuntimeNetwork(nn.Module):
         self.input_name = model_input.name
         batch = model_input.shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        # a model exported without dynamic height and width takes only the example input's size
+        size = tuple(model_input.shape[2:])
+        self.fixed_size = size if size and all(isinstance(s, int) and s > 0 for s in size) else None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -81,6 +86,13 @@ class OnnxRuntimeNetwork(nn.Module):
         Returns:
             The model's first output, float32, of ``x``'s type (``MetaTensor`` or ``Tensor``) and device.
         """
+        if self.fixed_size is not None and tuple(x.shape[2:]) != self.fixed_size:
+            raise ValueError(
+                f"{self.model_path} takes {'x'.join(map(str, self.fixed_size))} inputs only, got "
+                f"{'x'.join(map(str, x.shape[2:]))}: export it with dynamic height and width (onnx_export's "
+                f"--converter_kwargs with dynamic_axes, see the README), or feed it fixed windows "
+                f"(--roi_size \"[{', '.join(map(str, self.fixed_size))}]\" --pad_to_multiple_of 1)"
+            )
         arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         n = self.fixed_batch
         if n is None or arr.shape[0] == n:

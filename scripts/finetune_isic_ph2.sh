@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Second stage of the shipped weights: fine-tunes the 50-epoch ISIC 2018 + PH2 model (scripts/train_isic_ph2.sh)
-# through the bundle's training workflow on the same training images with each PH2 photo listed PH2_REPEAT times
-# (default 5: 645 PH2 + 1,777 ISIC images per epoch), 10 epochs, learning rate 1e-4 annealed to 1e-5 (cosine, T_max
-# 10). The validation images are the first stage's (201 ISIC + 11 PH2); the best validation mean Dice is kept, and a
-# snapshot every epoch. Resumable: run it again after an interruption.
+# A second, PH2-weighted training stage, tried and not shipped (the model card gives its figures and why): fine-tunes
+# the 50-epoch ISIC 2018 + PH2 model (scripts/train_isic_ph2.sh) through the bundle's training workflow on the same
+# training images with each PH2 photo listed PH2_REPEAT times (default 5: 645 PH2 + 1,777 ISIC images per epoch),
+# 10 epochs, learning rate 1e-4 annealed to 1e-5 (cosine, T_max 10). Its model is the final epoch,
+# RUN_DIR/models/snapshots/model_epoch=10.pt, a rule fixed before any test figure of it: 11 PH2 validation photos are
+# too few to rank epochs by (the workflow still validates on the first stage's 201 ISIC + 11 PH2 photos every epoch
+# and keeps its best as models/model.pt, for scripts/compare_weights.py). Resumable: run it again after an
+# interruption.
 #   bash scripts/finetune_isic_ph2.sh [INIT_CKPT] [RUN_DIR] [ISIC_DIR] [PH2_DIR] [extra monai.bundle overrides...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

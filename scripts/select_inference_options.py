@@ -16,15 +16,10 @@ already evaluated (their ``metrics.json`` exists) are not run again.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _validation import evaluate_validation
 
 #: the two ways of seeing a photo at the network's scale (shorter side to ``scale``): the whole photo in one window
 #: (padded to a multiple of 32), or 256x256 sliding windows
@@ -53,28 +48,6 @@ OPTION_SETS: dict[str, dict[str, object]] = {
 BASELINE = "sliding_windows_256"
 
 
-def _cli_value(v: object) -> str:
-    return str(v).lower() if isinstance(v, bool) else str(v)
-
-
-def run_option(name: str, overrides: dict, args: argparse.Namespace) -> dict:
-    out = args.out / name
-    metrics = out / "metrics.json"
-    if not metrics.exists():
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "evaluating",
-               "--config_file", "['configs/train.json','configs/evaluate.json']",
-               "--dataset_dir", str(args.datalist), "--ckpt_path", str(args.ckpt_path),
-               "--output_dir", str(out), "--num_overlays", "0"]
-        for k, v in overrides.items():
-            cmd += [f"--{k}", _cli_value(v)]
-        start = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        summary = json.loads(metrics.read_text())
-        summary["wall_s"] = time.perf_counter() - start
-        metrics.write_text(json.dumps(summary, indent=2))
-    return json.loads(metrics.read_text())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datalist", type=Path, required=True, help="a datalist whose 'validation' list is scored")
@@ -82,16 +55,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", nargs="*", help="option sets to run (default: all)")
     args = parser.parse_args()
-    sources = {item["image"]: item.get("source", "all")
-                for item in json.loads(args.datalist.read_text())["validation"]}
     rows = {}
     for name, overrides in OPTION_SETS.items():
         if args.only and name not in args.only:
             continue
-        s = run_option(name, overrides, args)
+        s = evaluate_validation(args.datalist, args.ckpt_path, args.out / name, overrides)
         rows[name] = {"overrides": overrides, "num_images": s.get("num_images"), "wall_s": s.get("wall_s"),
                       **{k.removeprefix("test_"): v for k, v in s["metrics"].items()},
-                      "mean_dice_by_source": _mean_dice_by_source(args.out / name, args.datalist.parent, sources)}
+                      "mean_dice_by_source": s["mean_dice_by_source"]}
     (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
     base = rows.get(BASELINE)
     names = sorted({k for r in rows.values() for k in r["mean_dice_by_source"]})
@@ -105,16 +76,6 @@ def main() -> None:
         by = " | ".join(f"{r['mean_dice_by_source'][n][0]:.4f}" for n in names)
         print(f"| {name} | {r['pooled_dice']:.4f} | {r['mean_dice']:.4f} | {by} | {r['mean_iou']:.4f} | "
               f"{r.get('hd95', float('nan')):.1f} | {delta} | {speed} |")
-
-
-def _mean_dice_by_source(out: Path, base: Path, sources: dict[str, str]) -> dict[str, tuple[float, int]]:
-    """Mean Dice and image count per ``source`` of the datalist (e.g. ISIC and PH2 photos), from the per-image CSV."""
-    by: dict[str, list[float]] = {}
-    with open(out / "test_mean_dice_raw.csv") as f:
-        for row in csv.DictReader(f):
-            image = os.path.relpath(row["filename"], base)
-            by.setdefault(sources.get(image, "all"), []).append(float(row["mean"]))
-    return {k: (sum(v) / len(v), len(v)) for k, v in sorted(by.items())}
 
 
 if __name__ == "__main__":

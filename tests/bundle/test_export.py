@@ -97,6 +97,9 @@ def test_onnx_fixed_batch_model_takes_any_batch(tmp_path, checkpoint):
     x = torch.rand(3, 3, 256, 256)
     with torch.no_grad():
         torch.testing.assert_close(ort_net(x), _eager(checkpoint)(x), rtol=1e-3, atol=1e-3)
+    # the inference workflow's default window is the whole image: a fixed-size model says what to do instead
+    with pytest.raises(ValueError, match=r"takes 256x256 inputs only, got 352x256.*dynamic height and width"):
+        ort_net(torch.rand(1, 3, 352, 256))
 
 
 def test_missing_onnx_model_says_how_to_export(tmp_path):

@@ -326,10 +326,13 @@ def _blobs_with_a_hole(folder):
     Image.fromarray(img).save(folder / "blobs.png")
 
 
+WINDOWS = {"roi_size": [256, 256], "pad_to_multiple_of": 1}
+
+
 @pytest.mark.parametrize("options", [{}, {"keep_largest_component": True}, {"fill_holes": True},
                                      {"keep_largest_component": True, "fill_holes": True}, {"threshold": 0.999},
-                                     {"scale": 128}, {"roi_size": [-1, -1], "pad_to_multiple_of": 32},
-                                     {"flip_tta": True}])
+                                     {"scale": 128}, {"keep_aspect_ratio": False}, WINDOWS,
+                                     {**WINDOWS, "flip_tta": True}, {"flip_tta": True}])
 def test_inference_options(tmp_path, options):
     """Each option of the pipeline changes the mask as it says (DarkIsLesion's masks are the dark pixels)."""
     _blobs_with_a_hole(tmp_path / "in")
@@ -343,13 +346,16 @@ def test_inference_options(tmp_path, options):
     # DarkIsLesion's logits of the dark disc are 40 * (0.5 - ~0.1): above the logit of 0.999 (6.9) too
     assert disc == 1.0 and mask[5:15, 5:15].sum() == 0
     shapes = {tuple(s) for s in net.shapes}
-    if "roi_size" in options:  # the whole image (397x256, padded to 416x256) in one window
-        assert shapes == {(1, 3, 416, 256)} and net.calls == 1, shapes
-    elif "scale" in options:
-        assert shapes == {(1, 3, 256, 256)} and net.calls == 1, shapes  # 198x128, padded to one 256x256 window
-    else:
+    flips = 4 if options.get("flip_tta") else 1  # the image and its three flips
+    if "roi_size" in options:
         assert shapes == {(2, 3, 256, 256)}, shapes  # 397x256: two windows in one batch
-        assert net.calls == (4 if options.get("flip_tta") else 1)  # the image and its three flips
+    elif "scale" in options:
+        assert shapes == {(1, 3, 224, 128)}, shapes  # the whole image, 198x128, padded to 224x128
+    elif options.get("keep_aspect_ratio") is False:
+        assert shapes == {(1, 3, 256, 256)}, shapes  # the whole image resized to 256x256, as in training
+    else:  # the default: the whole image (397x256, padded to 416x256) in one window
+        assert shapes == {(1, 3, 416, 256)}, shapes
+    assert net.calls == flips
 
 
 class CountingDarkIsLesion(DarkIsLesion):

@@ -181,6 +181,30 @@ def test_no_validation_keeps_the_final_epoch(tmp_path):
     wf.finalize()
 
 
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    """--init_ckpt_path: training starts from those weights (with learning rate 0 it ends there too), the provenance
+    says so, and a rerun resumes from its own checkpoint rather than starting from them again."""
+    torch.manual_seed(3)
+    init = tmp_path / "init.pt"
+    start = EGEUNet().state_dict()
+    torch.save(start, init)
+    wf = _workflow(TRAIN, tmp_path, demo_max_epochs=1, val_fraction=0, learning_rate=0.0, init_ckpt_path=str(init))
+    wf.run()
+    wf.finalize()
+    saved = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    # AdamW's decoupled weight decay scales by the learning rate: 0 leaves every weight as loaded
+    assert all(torch.equal(saved[k], start[k]) for k in start), "training did not start from --init_ckpt_path"
+    assert json.loads(provenance_path(tmp_path / "models" / "model.pt").read_text())["initialised_from"] == str(init)
+    # a changed init file is not reloaded over the resumed state
+    torch.save({k: torch.zeros_like(v) for k, v in start.items()}, init)
+    wf = _workflow(TRAIN, tmp_path, demo_max_epochs=2, val_fraction=0, learning_rate=0.0, init_ckpt_path=str(init))
+    wf.run()
+    wf.finalize()
+    saved = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    # (the cosine schedule's eta_min gives epoch 2 a learning rate of about 1e-8, not 0)
+    assert all(torch.allclose(saved[k], start[k], atol=1e-5) for k in start), "the run restarted from the init file"
+
+
 def test_ph2_train_and_evaluate(tmp_path):
     ph2, split = require(PH2_DIR), require(PH2_SPLIT)
     # the shipped weights' protocol: the split's 140 training ids all train, the final epoch is kept
