@@ -9,8 +9,8 @@ The plain loop, per photo: PIL load, min-max to [0, 1], bilinear resize of the w
 of ``EGEUNet`` (eval mode, no grad), sigmoid, bilinear resize back to the photo's size, threshold 0.5, PNG save. The
 workflow rows run ``ConfigWorkflow(configs/inference.json)`` as ``python -m monai.bundle run`` does, with its
 defaults (its loader worker included) unless the row names options: reading and checking every input once, the
-shorter side to 256, 256x256 sliding windows, inversion to the photo's size, PNG save; masks only, as the loop
-(``--measure_lesions false``), the lesion measurements' cost in a row of its own. Per-image time excludes
+shorter side to 256, the whole photo (padded to a multiple of 32) in one window, inversion to the photo's size, PNG
+save; masks only, as the loop (``--measure_lesions false``), the lesion measurements' cost in a row of its own. Per-image time excludes
 startup in every row: it is the time from the first photo's mask to the last one's, divided by the photos in
 between (config parsing, weights loading, the network's inference form, worker start and the first photo are
 startup). Rows are measured in turn, ``--rounds`` times; the table gives each row's median and best round (the
@@ -138,8 +138,8 @@ def main() -> int:
                 "--keep_largest_component true --fill_holes true": {"keep_largest_component": True,
                                                                    "fill_holes": True},
                 "--overlap 0.5": {"overlap": 0.5},
-                "--roi_size [-1,-1] --pad_to_multiple_of 32 (whole image)": {"roi_size": [-1, -1],
-                                                                            "pad_to_multiple_of": 32},
+                "--roi_size [256,256] --pad_to_multiple_of 1 (sliding windows)": {"roi_size": [256, 256],
+                                                                                 "pad_to_multiple_of": 1},
                 "--original_preprocessing true": {"original_preprocessing": True},
                 "--measure_lesions true (measurements.csv)": {"measure_lesions": True},
             }.items():
