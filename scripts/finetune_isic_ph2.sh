@@ -7,6 +7,9 @@
 # too few to rank epochs by (the workflow still validates on the first stage's 201 ISIC + 11 PH2 photos every epoch
 # and keeps its best as models/model.pt, for scripts/compare_weights.py). Resumable: run it again after an
 # interruption.
+# EPOCHS, LR and PH2_REPEAT (environment) change the stage's length, starting learning rate and PH2 weight; the
+# second attempt recorded in the model card, a warm restart, is
+#   EPOCHS=40 LR=5e-4 PH2_REPEAT=4 bash scripts/finetune_isic_ph2.sh runs/isic_ph2/models/model.pt runs/isic_ph2_restart
 #   bash scripts/finetune_isic_ph2.sh [INIT_CKPT] [RUN_DIR] [ISIC_DIR] [PH2_DIR] [extra monai.bundle overrides...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,5 +22,5 @@ mkdir -p "$RUN_DIR"
 [ -f "$RUN_DIR/datalist.json" ] || python scripts/isic_ph2_datalist.py "$RUN_DIR/datalist.json" \
     --isic_dir "$ISIC_DIR" --ph2_dir "$PH2_DIR" --ph2_repeat "${PH2_REPEAT:-5}"
 python -m monai.bundle run training --config_file configs/train.json \
-    --dataset_dir "$RUN_DIR/datalist.json" --init_ckpt_path "$INIT" --max_epochs 10 --learning_rate 1e-4 \
-    --lr_scheduler#T_max 10 --snapshot_interval 1 --ckpt_dir "$RUN_DIR/models" --output_dir "$RUN_DIR/eval" "$@"
+    --dataset_dir "$RUN_DIR/datalist.json" --init_ckpt_path "$INIT" --max_epochs "${EPOCHS:-10}" --learning_rate "${LR:-1e-4}" \
+    --lr_scheduler#T_max "${EPOCHS:-10}" --snapshot_interval 1 --ckpt_dir "$RUN_DIR/models" --output_dir "$RUN_DIR/eval" "$@"
