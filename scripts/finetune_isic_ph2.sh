@@ -10,6 +10,10 @@
 # EPOCHS, LR and PH2_REPEAT (environment) change the stage's length, starting learning rate and PH2 weight; the
 # second attempt recorded in the model card, a warm restart, is
 #   EPOCHS=40 LR=5e-4 PH2_REPEAT=4 bash scripts/finetune_isic_ph2.sh runs/isic_ph2/models/model.pt runs/isic_ph2_restart
+# Its rule, fixed before it trained: its candidate is the run's best validation model (RUN_DIR/models/model.pt), and it
+# replaces the shipped weights only if scripts/compare_weights.py scores it at least as high as the shipped weights on
+# the 212 validation images, both overall and on their 11 PH2 photos (mean Dice); its test figures are reported
+# either way.
 #   bash scripts/finetune_isic_ph2.sh [INIT_CKPT] [RUN_DIR] [ISIC_DIR] [PH2_DIR] [extra monai.bundle overrides...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
