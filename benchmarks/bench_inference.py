@@ -8,7 +8,7 @@ photos (default: the 60 PH2 test photos), measured side by side in one process.
 The plain loop, per photo: PIL load, min-max to [0, 1], bilinear resize of the whole photo to 256x256, one forward
 of ``EGEUNet`` (eval mode, no grad), sigmoid, bilinear resize back to the photo's size, threshold 0.5, PNG save. The
 workflow rows run ``ConfigWorkflow(configs/inference.json)`` as ``python -m monai.bundle run`` does, with its
-defaults (its loader worker included) unless the row names options: reading and checking every input once, the
+defaults (on a CPU: no loader worker, whose process would take cores from the network's threads) unless the row names options: reading and checking every input once, the
 shorter side to 256, the whole photo (padded to a multiple of 32) in one window, inversion to the photo's size, PNG
 save; masks only, as the loop (``--measure_lesions false``), the lesion measurements' cost in a row of its own. Per-image time excludes
 startup in every row: it is the time from the first photo's mask to the last one's, divided by the photos in
@@ -124,7 +124,8 @@ def main() -> int:
             "run inference, defaults": lambda o: workflow(images, o, args.ckpt, inference),
             "run inference, --fuse_network false": lambda o: workflow(images, o, args.ckpt, inference,
                                                                       fuse_network=False),
-            "run inference, --num_workers 0": lambda o: workflow(images, o, args.ckpt, inference, num_workers=0),
+            "run inference, --num_workers 1 (a loader worker)": lambda o: workflow(images, o, args.ckpt, inference,
+                                                                               num_workers=1),
         }
         onnx_path = tmp / "model.onnx"
         note = _export_onnx(net, onnx_path)

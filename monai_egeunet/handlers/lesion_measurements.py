@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.data import PILReader
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resize
 
+from monai_egeunet.data import PhotoReader
 from monai_egeunet.measurements import MEASUREMENT_COLUMNS, LesionMeasurementsd
-from monai_egeunet.transforms import EnsureRGBd, EnsureSpatial2Dd, convert_pil_mode
+from monai_egeunet.transforms import EnsureRGBd, EnsureSpatial2Dd
 
 __all__ = ["LesionMeasurementsSaver", "write_measurements_csv", "CSV_COLUMNS"]
 
@@ -87,7 +87,7 @@ class LesionMeasurementsSaver:
         self.load = Compose(
             [
                 # read as the workflows read it (palette PNGs, CMYK JPEGs... as RGB), at its own pixel values
-                LoadImaged("image", reader=PILReader(converter=convert_pil_mode), image_only=True, dtype=None),
+                LoadImaged("image", reader=PhotoReader(), image_only=True, dtype=None),
                 EnsureChannelFirstd("image"),
                 EnsureSpatial2Dd("image"),
                 EnsureRGBd("image"),

@@ -103,7 +103,7 @@ class TestFusedEGEUNet:
         blocks = [*fused.encoder_ghpa, *fused.decoder_ghpa]
         assert all(len(b._maps) == 2 for b in blocks)
         x = torch.rand(1, 3, 32, 32)
-        torch.testing.assert_close(fused(x), _plain(net, x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused(x), _plain(net, x), rtol=1e-3, atol=1e-3)
         assert all(len(b._maps) == 2 for b in blocks)  # the oldest size was dropped
 
     def test_moves_and_casts_like_a_module(self):
@@ -120,7 +120,7 @@ class TestFusedEGEUNet:
         net = _trained()
         x = torch.rand(1, 3, 64, 64)
         fused = fuse_for_inference(torch.nn.DataParallel(net))
-        torch.testing.assert_close(fused(x), _plain(net, x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused(x), _plain(net, x), rtol=1e-3, atol=1e-3)
 
     def test_illegal_arguments(self):
         with pytest.raises(TypeError, match="EGEUNet"):

@@ -48,6 +48,28 @@ def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
 
 
+def _shifted_depthwise(
+    z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, conv: nn.Conv2d, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``conv(z * scale + shift)`` for a depthwise, zero-padded, size-keeping ``conv``, as one multiply-add per kernel
+    tap on shifted views of the padded map (channel-first), written to ``out`` when given.
+
+    On a CPU, oneDNN's depthwise kernels slow down several-fold at the bridges' large dilations (5 and 7): there the
+    shifted sums cost less (``benchmarks/bench_depthwise.py`` measures both)."""
+    b, g, h, w = z.shape
+    (kh, kw), (dh, dw), (ph, pw) = conv.kernel_size, conv.dilation, conv.padding
+    padded = z.new_zeros((b, g, h + 2 * ph, w + 2 * pw))
+    torch.addcmul(shift, z, scale, out=padded[:, :, ph : ph + h, pw : pw + w])
+    weight = conv.weight.view(1, g, kh, kw)
+    if out is None:
+        out = z.new_empty((b, g, h, w))
+    out.copy_(conv.bias.view(1, g, 1, 1).expand(b, g, h, w))
+    for i in range(kh):
+        for j in range(kw):
+            out.addcmul_(padded[:, :, i * dh : i * dh + h, j * dw : j * dw + w], weight[:, :, i : i + 1, j : j + 1])
+    return out
+
+
 class _FusedGHPA(nn.Module):
     """A :class:`GHPA` block with ``norm1``'s affine folded into the attention maps and the fourth group's
     pointwise convolution, and the maps computed once per spatial size."""
@@ -158,16 +180,19 @@ class _FusedGAB(nn.Module):
         z.sub_(z.mean(2, keepdim=True))
         z.mul_(z.square().mean(2, keepdim=True).add_(self.group_eps).rsqrt_())
         g = z.shape[2]
-        ys = []
+        # the groups' outputs side by side, channel-first for the reductions across planes and the projection
+        y = torch.empty((b, 4 * g, h, w), dtype=z.dtype, device=z.device)
         for i, group in enumerate(self.groups):
-            # each group's affine written channels-last, the layout oneDNN's depthwise convolutions are fastest in
             s = slice(i * g, (i + 1) * g)
+            conv = group[1]
+            if z.device.type == "cpu" and conv.dilation[0] > 2:
+                _shifted_depthwise(z[:, i], self.group_weight[:, s], self.group_bias[:, s], conv, out=y[:, s])
+                continue
+            # each group's affine written channels-last, the layout oneDNN's depthwise convolutions are fastest in
             zi = torch.empty((b, g, h, w), dtype=z.dtype, device=z.device, memory_format=torch.channels_last)
-            ys.append(group[1](torch.addcmul(self.group_bias[:, s], z[:, i], self.group_weight[:, s], out=zi)))
-        # channel-first again for the reductions across planes and the projection
-        y = torch.cat(ys, dim=1, out=torch.empty((b, 4 * g, h, w), dtype=z.dtype, device=z.device))
+            y[:, s] = conv(torch.addcmul(self.group_bias[:, s], z[:, i], self.group_weight[:, s], out=zi))
         y.sub_(y.mean(1, keepdim=True))
-        r = y.square().mean(1, keepdim=True).add_(self.eps).rsqrt_()
+        r = (y * y).mean(1, keepdim=True).add_(self.eps).rsqrt_()
         out = torch.matmul(self.tail_weight, y.view(b, 4 * g, h * w)).view(b, -1, h, w)
         return torch.addcmul(self.tail_bias, out, r, out=torch.empty_like(out, memory_format=torch.channels_last))
 
