@@ -199,6 +199,44 @@ def test_every_input_is_read_once(tmp_path, monkeypatch):
     assert {n: opened.get(n, 0) for n in pil_inputs} == {n: 1 for n in pil_inputs}
 
 
+def _zlib_level_flag(png: str) -> int:
+    """FLEVEL of a PNG's first IDAT zlib stream: 0 for zlib levels 0-1, 2 for the default level 6."""
+    data = open(png, "rb").read()
+    idat = data.index(b"IDAT") + 4
+    return data[idat + 1] >> 6
+
+
+@pytest.mark.parametrize("ext, level_flag", [(".png", 0), (".nii.gz", None)])
+def test_mask_write_options(tmp_path, ext, level_flag):
+    """PNG masks are written at zlib level 1 (binary masks lose a few KB, not seconds); other writers get nothing."""
+    Image.fromarray(lesion_image(64, 96)).save(tmp_path / "a.png")
+    wf = _run(dataset_dir=str(tmp_path), output_dir=str(tmp_path / "out"), network=DarkIsLesion(), output_ext=ext,
+              **STAND_IN)
+    saver = wf.parser.get_parsed_content("mask_saver").saver
+    assert saver.write_kwargs.get("compress_level") == (1 if ext == ".png" else None)
+    if level_flag is not None:
+        assert _zlib_level_flag(str(tmp_path / "out" / "a_seg.png")) == level_flag
+    else:
+        assert (tmp_path / "out" / "a_seg.nii.gz").is_file()
+
+
+def test_cpu_defaults():
+    """On a CPU no loader worker (its process would take cores from the network's threads); one whole-image window
+    needs no blending weights, sliding windows keep gaussian ones."""
+    from monai.bundle import ConfigParser
+
+    def parsed(**override):
+        parser = ConfigParser()
+        parser.read_config(str(INFERENCE))
+        parser.update({"device": "$torch.device('cpu')", **override})
+        return parser
+
+    assert parsed().get_parsed_content("num_workers") == 0
+    assert parsed().get_parsed_content("blend_mode") == "constant"
+    assert parsed(roi_size=[256, 256]).get_parsed_content("blend_mode") == "gaussian"
+    assert parsed(device="$torch.device('cuda:0')").get_parsed_content("num_workers") == min(4, (os.cpu_count() or 2) // 2)
+
+
 def test_inputs_sharing_a_name_get_distinct_masks(tmp_path):
     (tmp_path / "in").mkdir()
     for i, name in enumerate(["a.jpg", "a.png", "a_jpg.bmp", "b.png", "photo.v2.png"]):

@@ -211,7 +211,9 @@ class FusedEGEUNet(nn.Module):
     * each GAB normalises its four groups together, and its tail layer norm's affine is folded into the tail's
       pointwise convolution;
     * pointwise convolutions are matrix products over the channels of the channels-last maps, and 2x2 max pooling
-      is two element-wise maxima.
+      is two element-wise maxima;
+    * on a CPU, the bridges' depthwise convolutions of dilation above 2 are shifted multiply-adds (oneDNN's kernels
+      slow down several-fold at dilations 5 and 7).
 
     It holds no parameters: every tensor is a buffer copied from the network when it is built (none is in its
     ``state_dict()``), so it cannot go stale and cannot be trained. Changing the network afterwards (training on,
