@@ -3,7 +3,7 @@ loop that does what the original EGE-UNet release does at test time, with this p
 photos (default: the 60 PH2 test photos), measured side by side in one process.
 
     python benchmarks/bench_inference.py [--images DIR] [--count 60] [--rounds 3] [--ckpt bundle/models/model.pt]
-                                         [--no_options]
+                                         [--no_options] [--stages]
 
 The plain loop, per photo: PIL load, min-max to [0, 1], bilinear resize of the whole photo to 256x256, one forward
 of ``EGEUNet`` (eval mode, no grad), sigmoid, bilinear resize back to the photo's size, threshold 0.5, PNG save. The
@@ -17,6 +17,10 @@ startup). Rows are measured in turn, ``--rounds`` times; the table gives each ro
 best is the one least disturbed by other work on a shared machine), and the ratios of both to the plain loop with
 ``EGEUNet``. Threads: PyTorch's
 default (``OMP_NUM_THREADS`` or the machine's cores), the same for every row; ONNX Runtime gets as many.
+
+``--stages`` adds a table of where the defaults' time goes, from one more run of the default row: each transform of
+the pre- and postprocessing (MONAI's ``Compose`` steps), the inferer (the network inside it), and the rest (the
+engine, its handlers, batching).
 """
 
 from __future__ import annotations
@@ -80,6 +84,55 @@ def workflow(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[
     return done
 
 
+def stage_times(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[str]) -> dict[str, float]:
+    """One run of the default row with each stage timed; returns milliseconds per image by stage (all photos)."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+    from monai.transforms import Compose, Transform
+    from monai.transforms import compose as compose_module
+
+    totals: dict[str, float] = {}
+    apply_transform = compose_module.apply_transform
+
+    def timed(transform, data, *args, **kwargs):  # what Compose calls for each of its transforms
+        if isinstance(transform, Compose) or not isinstance(transform, Transform):
+            return apply_transform(transform, data, *args, **kwargs)
+        start = time.perf_counter()
+        result = apply_transform(transform, data, *args, **kwargs)
+        name = type(transform).__name__
+        totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+        return result
+
+    wf = ConfigWorkflow(config_file=config_files, meta_file=str(REPO_ROOT / "configs" / "metadata.json"),
+                        logging_file=False, workflow_type="infer", dataset_dir=str(images_dir), output_dir=str(out),
+                        fail_on_error=True, **({} if ckpt is None else {"ckpt_path": str(ckpt)}), **MASKS_ONLY)
+    wf.initialize()
+    evaluator = wf.parser.get_parsed_content("evaluator")
+    inferer = evaluator.inferer
+
+    def timed_inferer(inputs, network, *args, **kwargs):
+        start = time.perf_counter()
+        result = inferer(inputs, network, *args, **kwargs)
+        totals["inferer (the network inside it)"] = totals.get("inferer (the network inside it)", 0.0) + (
+            time.perf_counter() - start)
+        return result
+
+    bounds: list[float] = []
+    evaluator.inferer = timed_inferer
+    evaluator.add_event_handler(Events.EPOCH_STARTED, lambda _: bounds.append(time.perf_counter()))
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda _: bounds.append(time.perf_counter()))
+    compose_module.apply_transform = timed
+    try:
+        wf.run()
+    finally:
+        compose_module.apply_transform = apply_transform
+    wf.finalize()
+    count = len(wf.parser.get_parsed_content("datalist"))
+    ms = {name: 1000 * t / count for name, t in totals.items()}
+    ms["the rest (engine, handlers, batching)"] = 1000 * (bounds[-1] - bounds[0]) / count - sum(ms.values())
+    return ms
+
+
 def per_image_ms(done: list[float]) -> float:
     return 1000 * (done[-1] - done[0]) / (len(done) - 1)
 
@@ -93,6 +146,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ckpt", type=Path, default=REPO_ROOT / "bundle" / "models" / "model.pt")
     parser.add_argument("--no_options", action="store_true", help="only the defaults, not each option's cost")
+    parser.add_argument("--stages", action="store_true", help="also where the defaults' time goes, stage by stage")
     args = parser.parse_args()
 
     sources = sorted(p for p in args.images.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
@@ -152,6 +206,7 @@ def main() -> int:
         for r in range(args.rounds):
             for i, (name, run) in enumerate(rows.items()):
                 results[name].append(per_image_ms(run(tmp / f"out_{r}_{i}")))
+        stages = stage_times(images, tmp / "stages", args.ckpt, inference) if args.stages else None
 
     base = results["plain loop, the original's steps (EGEUNet)"]
     print(f"per-image time, {len(sources)} photos from {args.images} (startup excluded), median of {args.rounds} "
@@ -163,6 +218,13 @@ def main() -> int:
         ms, best = statistics.median(values), min(values)
         print(f"| {name} | {ms:.1f} ({best:.1f}) | {1000 / ms:.1f} | {ms / statistics.median(base):.2f}x "
               f"({best / min(base):.2f}x) |")
+    if stages is not None:
+        print("\nwhere the defaults' time goes (one more run, all photos; a stage's time includes its MONAI "
+              "bookkeeping)\n")
+        print("| stage | ms / image |")
+        print("|---|---|")
+        for name, ms in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"| {name} | {ms:.2f} |")
     if note is not None:
         print(f"\nno ONNX Runtime row: {note}")
     return 0

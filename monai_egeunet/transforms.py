@@ -230,9 +230,11 @@ class MinMaxScaled(_ItemwiseMapTransform):
         if not isinstance(img, torch.Tensor):
             img = torch.as_tensor(img)
         # the extremes of the image as stored (an 8-bit photo's are found several times faster than its float
-        # copy's), then one copy, never the caller's tensor (a cached dataset item must not change)
+        # copy's), then one copy, never the caller's tensor (a cached dataset item must not change); the copy is
+        # contiguous: a reader's channel-last array arrives here as a strided view, which would make every later
+        # transform (resizing above all) run on scattered memory
         lo, hi = (float(v) for v in img.aminmax())
-        img = img.to(self.dtype, copy=True)
+        img = img.to(self.dtype, memory_format=torch.contiguous_format, copy=True)
         if hi > lo:
             img.sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
         else:

@@ -7,8 +7,8 @@ inference pipeline a user runs: the evaluation workflow with the inference defau
 
 Prints, per weights file, pooled and mean Dice, the mean Dice of each data source of the datalist (ISIC's 201 and
 PH2's 11 validation photos), and the mean over sources; writes ``OUT/summary.json``. It reports, it does not choose:
-the shipped weights are the final epoch of the second training stage, a protocol fixed before any of its figures
-(11 PH2 validation photos are too few to rank epochs by).
+each training stage's rule, fixed in its script before any of its figures, says which of its models is the candidate
+and what it must beat (``scripts/finetune_isic_ph2.sh``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A second, PH2-weighted training stage, tried and not shipped (the model card gives its figures and why): fine-tunes
+# A second, PH2-weighted training stage. With its defaults, tried and not shipped (the model card gives its figures
+# and why); as the warm restart below, the shipped weights (bundle version 0.4.0). It fine-tunes
 # the 50-epoch ISIC 2018 + PH2 model (scripts/train_isic_ph2.sh) through the bundle's training workflow on the same
 # training images with each PH2 photo listed PH2_REPEAT times (default 5: 645 PH2 + 1,777 ISIC images per epoch),
 # 10 epochs, learning rate 1e-4 annealed to 1e-5 (cosine, T_max 10). Its model is the final epoch,
@@ -13,7 +14,8 @@
 # Its rule, fixed before it trained: its candidate is the run's best validation model (RUN_DIR/models/model.pt), and it
 # replaces the shipped weights only if scripts/compare_weights.py scores it at least as high as the shipped weights on
 # the 212 validation images, both overall and on their 11 PH2 photos (mean Dice); its test figures are reported
-# either way.
+# either way. It passed (validation mean Dice 0.9134 vs 0.9123 overall, 0.9444 vs 0.9434 on the PH2 photos) and
+# replaced them.
 #   bash scripts/finetune_isic_ph2.sh [INIT_CKPT] [RUN_DIR] [ISIC_DIR] [PH2_DIR] [extra monai.bundle overrides...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

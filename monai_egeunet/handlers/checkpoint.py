@@ -186,6 +186,14 @@ class AtomicCheckpointSaver(CheckpointSaver):
         self._engine = engine
         self._progress.engine = engine
         super().attach(engine)
+        self._restore_engine_best()
+
+    def _restore_engine_best(self) -> None:
+        # a MONAI workflow keeps its own best score (state.best_metric), which it logs as "Got new best metric" and
+        # reports: after a resume it must start from the restored best too, not from -1
+        state = None if self._engine is None else self._engine.state
+        if self.best_epoch >= 0 and state is not None and hasattr(state, "best_metric"):
+            state.best_metric, state.best_metric_epoch = self.best_metric, self.best_epoch
 
     def _record(self, kind: str) -> dict[str, Any]:
         state = self._engine.state if self._engine is not None else None
@@ -219,13 +227,15 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restores the best score so far (``{"best_metric", "best_epoch"}``) into the key-metric tracking, so that
-        the next model saved is one that beats it."""
+        the next model saved is one that beats it, and into the state of the MONAI workflow it is attached to
+        (``best_metric``, ``best_metric_epoch``)."""
         self.best_metric = float(state_dict["best_metric"])
         self.best_epoch = int(state_dict["best_epoch"])
         if self._key_metric_checkpoint is not None:
             saved = [] if self.best_epoch < 0 else [(self.best_metric, self._key_metric_checkpoint.save_handler.filename
                                                      or "model.pt")]
             self._key_metric_checkpoint.load_state_dict({"_saved": saved})
+        self._restore_engine_best()
 
 
 class ResumeCheckpointLoader(CheckpointLoader):

@@ -115,6 +115,15 @@ def test_min_max_scaled_matches_scale_intensity():
     assert torch.equal(y, before), "the input must not be changed in place"
 
 
+def test_min_max_scaled_gives_contiguous_images():
+    # a reader's (W, H, C) array made channel-first is a strided view; the float copy is laid out for what follows
+    x = MetaTensor(torch.randint(0, 255, (40, 30, 3), dtype=torch.uint8)).permute(2, 0, 1)
+    assert not x.is_contiguous()
+    out = MinMaxScaled("image")({"image": x})["image"]
+    assert out.is_contiguous()
+    assert torch.equal(out, MinMaxScaled("image")({"image": x.contiguous()})["image"])
+
+
 @parameterized.expand([["P", "RGB"], ["CMYK", "RGB"], ["YCbCr", "RGB"], ["1", "L"], ["L", "L"], ["RGBA", "RGBA"],
                        ["LA", "LA"], ["I;16", "I;16"]])
 def test_convert_pil_mode(mode, expected):

@@ -23,13 +23,13 @@ DEFAULT_EGEUNET_PARAMETERS = 53_374
 
 #: dataset -> (images, masks, mask name of an id, split file, floors). Every test id (495 ISIC, 60 PH2 photos: under
 #: a minute on two CPU cores with one window per photo): the floors are for the whole test sets, and a subset's
-#: figures differ from them by more than the margins (every 5th ISIC id gives 0.891 / 0.871 where all 495 give
-#: 0.897 / 0.882).
+#: figures differ from them by more than the margins (for version 0.3.0's weights, every 5th ISIC id gave 0.891 /
+#: 0.871 where all 495 gave 0.897 / 0.882).
 CASES = {
     "isic2018": (ISIC_DIR / "images", ISIC_DIR / "masks", "{}_segmentation.png", ISIC_SPLIT,
                  {"pooled_dice": 0.895, "mean_dice": 0.88}),
-    # the figure the shipped weights reach (0.9065), kept from falling; the issue's floor is the next test
-    "ph2": (PH2_DIR / "images", PH2_DIR / "masks", "{}_lesion.png", PH2_SPLIT, {"pooled_dice": 0.90}),
+    # the figure the shipped weights reach (0.9124), kept from falling; the issue's floor is the next test
+    "ph2": (PH2_DIR / "images", PH2_DIR / "masks", "{}_lesion.png", PH2_SPLIT, {"pooled_dice": 0.91}),
 }
 
 
@@ -44,7 +44,8 @@ def test_shipped_weights_are_a_default_egeunet_state_dict():
 def test_shipped_weights_say_what_trained_them():
     record = read_provenance(SHIPPED)
     assert record is not None and not record["synthetic_demo"]
-    assert record["training_images"] == 1906 and record["validation_images"] == 212
+    # the second stage's datalist: 1,777 ISIC + 4 x 129 PH2 training photos, the same 212 validation photos
+    assert record["training_images"] == 2293 and record["validation_images"] == 212
     assert "ISIC 2018" in record["dataset"] and "PH2" in record["dataset"]
     assert record["sha256"] == file_sha256(SHIPPED)
 
@@ -86,6 +87,6 @@ def test_shipped_weights_reach_the_floors_through_inference(tmp_path, dataset):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #16's PH2 floor (pooled Dice >= 0.925) is not met yet: the shipped "
-                                       "weights give 0.9065 (model card); this fails the run once it is met")
+                                       "weights give 0.9124 (model card); this fails the run once it is met")
 def test_shipped_weights_reach_the_ph2_floor_of_the_issue(tmp_path):
     assert _inference_dice(tmp_path, "ph2")["pooled_dice"] >= 0.925

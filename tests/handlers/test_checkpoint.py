@@ -72,6 +72,26 @@ def test_best_model_is_a_plain_cpu_state_dict_with_provenance(tmp_path):
     assert (tmp_path / "model.pt").read_bytes() != before and again.best_metric == 0.95
 
 
+def test_resumed_best_reaches_the_monai_evaluator(tmp_path):
+    # after a resume, MONAI's evaluator must compare (and log "Got new best metric") against the restored best
+    from monai.engines import SupervisedEvaluator
+    from monai.handlers import MeanDice
+
+    net = torch.nn.Conv2d(1, 1, 1)
+    data = [{"image": torch.ones(1, 1, 4, 4), "label": torch.ones(1, 1, 4, 4)}]
+    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=data, network=net,
+                                    postprocessing=lambda d: d, key_val_metric={"dice": MeanDice()})
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="model.pt")
+    saver.attach(evaluator)
+    assert evaluator.state.best_metric == -1
+    saver.load_state_dict({"best_metric": 0.9, "best_epoch": 5})
+    assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (0.9, 5)
+    late = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="model.pt")
+    late.load_state_dict({"best_metric": 0.8, "best_epoch": 4})
+    late.attach(evaluator)  # restored before it was attached
+    assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (0.8, 4)
+
+
 def test_a_save_that_fails_leaves_the_previous_file(tmp_path, monkeypatch):
     net = torch.nn.Linear(2, 1)
     saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_interval=1, interval_filename="checkpoint.pt",

@@ -69,7 +69,9 @@ class TestFusedEGEUNet:
         assert not fused.training
         with pytest.raises(RuntimeError, match="inference-only"):
             fused.train()
-        fused.eval()  # what eval_mode (SupervisedEvaluator) calls
+        fused.eval()  # what eval_mode (SupervisedEvaluator) calls, on every iteration
+        assert not any(m.training for m in fused.modules()), "built in eval mode throughout"
+        assert fused.eval() is fused and not fused.training
         x = torch.rand(1, 3, 64, 64, requires_grad=True)
         with eval_mode(fused):
             assert not fused(x).requires_grad

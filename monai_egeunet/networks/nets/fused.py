@@ -60,13 +60,17 @@ def _shifted_depthwise(
     (kh, kw), (dh, dw), (ph, pw) = conv.kernel_size, conv.dilation, conv.padding
     padded = z.new_zeros((b, g, h + 2 * ph, w + 2 * pw))
     torch.addcmul(shift, z, scale, out=padded[:, :, ph : ph + h, pw : pw + w])
-    weight = conv.weight.view(1, g, kh, kw)
-    if out is None:
-        out = z.new_empty((b, g, h, w))
-    out.copy_(conv.bias.view(1, g, 1, 1).expand(b, g, h, w))
-    for i in range(kh):
-        for j in range(kw):
-            out.addcmul_(padded[:, :, i * dh : i * dh + h, j * dw : j * dw + w], weight[:, :, i : i + 1, j : j + 1])
+    # one view per tap, each a single operator: at the bridges' small maps the operators' overhead is what costs
+    taps = conv.weight.view(g, kh * kw).t().reshape(kh * kw, 1, g, 1, 1).unbind(0)
+    size, stride, offset = (b, g, h, w), padded.stride(), padded.storage_offset()
+    shifted = [
+        padded.as_strided(size, stride, offset + i * dh * stride[2] + j * dw * stride[3])
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    out = torch.addcmul(conv.bias.view(1, g, 1, 1), shifted[0], taps[0], out=out)
+    for view, tap in zip(shifted[1:], taps[1:]):
+        out.addcmul_(view, tap)
     return out
 
 
@@ -264,7 +268,7 @@ class FusedEGEUNet(nn.Module):
         self.bridges = nn.ModuleList(bridges)
         self.mask_heads = nn.ModuleList([_frozen(getattr(net, f"gt_conv{n}")[0]) for n in range(1, 6)])
         self.final = _frozen(net.final)
-        super().train(False)
+        nn.Module.train(self, False)
         for height, width in sizes:
             self._check_size(height, width)
             self.prepare(height, width)
@@ -297,6 +301,10 @@ class FusedEGEUNet(nn.Module):
     def train(self, mode: bool = True) -> FusedEGEUNet:
         """Stays in eval mode; ``train(True)`` raises: this form cannot be trained.
 
+        ``train(False)`` (``eval()``) sets only this module's flag: its submodules were put in eval mode when it was
+        built and no computation here depends on the mode, while MONAI's evaluators call ``eval()`` on every
+        iteration (``eval_mode``), where walking the submodules would cost more than some of the layers.
+
         Raises:
             RuntimeError: when ``mode`` is True.
         """
@@ -304,7 +312,8 @@ class FusedEGEUNet(nn.Module):
             raise RuntimeError(
                 "FusedEGEUNet is an inference-only form of a trained EGEUNet: train the EGEUNet and fuse it again."
             )
-        return super().train(False)
+        self.training = False
+        return self
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
