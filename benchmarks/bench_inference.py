@@ -66,9 +66,9 @@ def plain_loop(network: torch.nn.Module, images: list[Path], out: Path) -> list[
     return done
 
 
-def workflow(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[str], **options) -> list[float]:
-    """``run inference`` in this process; returns the time at which each photo's iteration (mask saved) ended."""
-    from ignite.engine import Events
+def _initialized(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[str], **options):
+    """``run inference``'s workflow, as ``python -m monai.bundle run`` builds it, initialised (masks only unless
+    ``options`` say otherwise)."""
     from monai.bundle import ConfigWorkflow
 
     options = {**MASKS_ONLY, **options}
@@ -76,6 +76,14 @@ def workflow(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[
                         logging_file=False, workflow_type="infer", dataset_dir=str(images_dir), output_dir=str(out),
                         fail_on_error=True, **({} if ckpt is None else {"ckpt_path": str(ckpt)}), **options)
     wf.initialize()
+    return wf
+
+
+def workflow(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[str], **options) -> list[float]:
+    """``run inference`` in this process; returns the time at which each photo's iteration (mask saved) ended."""
+    from ignite.engine import Events
+
+    wf = _initialized(images_dir, out, ckpt, config_files, **options)
     done: list[float] = []
     evaluator = wf.parser.get_parsed_content("evaluator")
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda _: done.append(time.perf_counter()))
@@ -87,7 +95,6 @@ def workflow(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[
 def stage_times(images_dir: Path, out: Path, ckpt: Path | None, config_files: list[str]) -> dict[str, float]:
     """One run of the default row with each stage timed; returns milliseconds per image by stage (all photos)."""
     from ignite.engine import Events
-    from monai.bundle import ConfigWorkflow
     from monai.transforms import Compose, Transform
     from monai.transforms import compose as compose_module
 
@@ -103,18 +110,15 @@ def stage_times(images_dir: Path, out: Path, ckpt: Path | None, config_files: li
         totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
         return result
 
-    wf = ConfigWorkflow(config_file=config_files, meta_file=str(REPO_ROOT / "configs" / "metadata.json"),
-                        logging_file=False, workflow_type="infer", dataset_dir=str(images_dir), output_dir=str(out),
-                        fail_on_error=True, **({} if ckpt is None else {"ckpt_path": str(ckpt)}), **MASKS_ONLY)
-    wf.initialize()
+    wf = _initialized(images_dir, out, ckpt, config_files)
     evaluator = wf.parser.get_parsed_content("evaluator")
     inferer = evaluator.inferer
 
     def timed_inferer(inputs, network, *args, **kwargs):
         start = time.perf_counter()
         result = inferer(inputs, network, *args, **kwargs)
-        totals["inferer (the network inside it)"] = totals.get("inferer (the network inside it)", 0.0) + (
-            time.perf_counter() - start)
+        name = "inferer (the network inside it)"
+        totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
         return result
 
     bounds: list[float] = []
