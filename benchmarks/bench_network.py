@@ -14,9 +14,9 @@ What it measures, all at 3 x 256 x 256 inputs, batch 1 and 8:
   called the same way.
 
 The PyTorch runtimes take turns on the same input (interleaved rounds after a warm-up), so a load change on the
-machine hits them alike; ONNX Runtime, which has its own thread pool, is timed in a block of its own right after.
-The table gives median milliseconds per batch, images per second and the ratio to the yardstick (median of the
-per-round ratios; for ONNX Runtime the ratio of medians). Where CUDA is available the PyTorch runtimes are timed
+machine hits them alike; ONNX Runtime, which has its own thread pool, takes turns with the yardstick alone in a
+block of its own right after. The table gives median milliseconds per batch, images per second and the ratio to
+the yardstick (median of the per-round ratios to the yardstick of the same block). Where CUDA is available the PyTorch runtimes are timed
 on the GPU too (synchronised after each call), in rows of their own; elsewhere the output says they were skipped.
 
 Peak memory (CPU): the increase of the process's peak resident set size (``VmHWM``, reset after loading the model)
@@ -167,14 +167,13 @@ def _rows(runners: dict[str, Callable], batches: list[int], repeats: int, device
         x = torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch)).to(device)
         n = repeats if batch == 1 else max(5, repeats // 2)
         times = _time({k: v for k, v in runners.items() if k != ORT}, x, n)
-        if ORT in runners:  # its own thread pool: a block of its own, right after
-            times[ORT] = _time({ORT: runners[ORT]}, x, n)[ORT]
-        reference = times[YARDSTICK]
+        references = {name: times[YARDSTICK] for name in times}
+        if ORT in runners:
+            # its own thread pool: a block of its own right after, taking turns with the yardstick alone
+            block = _time({ORT: runners[ORT], YARDSTICK: runners[YARDSTICK]}, x, n)
+            times[ORT], references[ORT] = block[ORT], block[YARDSTICK]
         for name, ts in times.items():
-            if name == ORT:
-                ratio = statistics.median(ts) / statistics.median(reference)
-            else:
-                ratio = statistics.median(t / u for t, u in zip(ts, reference))
+            ratio = statistics.median(t / u for t, u in zip(ts, references[name]))
             rows.append((name, device, batch, statistics.median(ts) * 1e3, batch / statistics.median(ts), ratio))
     return rows
 

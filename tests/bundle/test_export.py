@@ -19,7 +19,7 @@ from tests.bundle.conftest import CONFIGS, INFERENCE, META, inference_workflow, 
 
 INFERENCE_ONNX = [str(INFERENCE), str(CONFIGS / "inference_onnx.json")]
 
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 #: what to add to `onnx_export` for batch, height and width chosen at run time (see the bundle's README)
@@ -62,6 +62,9 @@ def test_onnx_export_and_onnx_runtime_inference(tmp_path, checkpoint):
     # the TorchScript-based exporter takes seconds; the default (dynamo) one minutes: see test_onnx_export_dynamo
     onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
                 config_file=str(INFERENCE), use_trace=True, converter_kwargs={"dynamo": False, **DYNAMIC})
+    # the channel layer norms export as reductions over axis 1: no Transpose breaks ONNX Runtime's NCHWc layout
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "ReduceMean" in ops and not ops & {"Transpose", "LayerNormalization"}
     ort_net, eager = OnnxRuntimeNetwork(path), _eager(checkpoint)
     with torch.no_grad():
         for x in _inputs():

@@ -40,7 +40,10 @@ def channel_layer_norm_across_planes(
     """:func:`channel_layer_norm` computed by reductions across the channel planes, for few channels.
 
     With fewer channels than a SIMD vector holds (8 floats), ``F.layer_norm``'s kernel, which works one row of
-    channels at a time, is slow; means over the channel axis are vectorised over positions instead.
+    channels at a time, is slow; means over the channel axis are vectorised over positions instead. It is also the
+    form exported to ONNX: ONNX's ``LayerNormalization`` normalises trailing axes only, so the channel-last form
+    exports as two ``Transpose`` nodes around it, and those break ONNX Runtime's blocked (NCHWc) convolution layout
+    at every norm; reductions over axis 1 keep it.
 
     Args:
         x: a ``(B, C, *spatial)`` tensor.
@@ -92,6 +95,9 @@ class ChannelLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.num_channels < 8:
             return channel_layer_norm_across_planes(x, self.weight, self.bias, self.eps)
+        if not torch.jit.is_scripting():  # TorchScript cannot compile the exporter's flag
+            if torch.onnx.is_in_onnx_export():
+                return channel_layer_norm_across_planes(x, self.weight, self.bias, self.eps)
         return channel_layer_norm(x, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
