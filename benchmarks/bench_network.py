@@ -16,8 +16,9 @@ What it measures, all at 3 x 256 x 256 inputs, batch 1 and 8:
 The PyTorch runtimes take turns on the same input (interleaved rounds after a warm-up), so a load change on the
 machine hits them alike; ONNX Runtime, which has its own thread pool, takes turns with the yardstick alone in a
 block of its own right after. The table gives median milliseconds per batch, images per second and the ratio to
-the yardstick (median of the per-round ratios to the yardstick of the same block). Where CUDA is available the PyTorch runtimes are timed
-on the GPU too (synchronised after each call), in rows of their own; elsewhere the output says they were skipped.
+the yardstick (median of the per-round ratios to the yardstick of the same block). Where CUDA is available the
+PyTorch runtimes are timed on the GPU too (synchronised after each call), in rows of their own; elsewhere the
+output says they were skipped.
 
 Peak memory (CPU): the increase of the process's peak resident set size (``VmHWM``, reset after loading the model)
 over the resident set before the forward passes, each runtime in its own fresh child process (so: activations and

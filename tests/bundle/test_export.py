@@ -36,6 +36,12 @@ def _eager(checkpoint) -> EGEUNet:
     return net
 
 
+def _assert_norms_without_transposes(path) -> None:
+    # the channel layer norms export as reductions over axis 1: no Transpose breaks ONNX Runtime's NCHWc layout
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "ReduceMean" in ops and not ops & {"Transpose", "LayerNormalization"}
+
+
 def _inputs() -> list[torch.Tensor]:
     torch.manual_seed(1)
     return [torch.rand(1, 3, 256, 256), torch.rand(2, 3, 192, 320)]
@@ -62,9 +68,7 @@ def test_onnx_export_and_onnx_runtime_inference(tmp_path, checkpoint):
     # the TorchScript-based exporter takes seconds; the default (dynamo) one minutes: see test_onnx_export_dynamo
     onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
                 config_file=str(INFERENCE), use_trace=True, converter_kwargs={"dynamo": False, **DYNAMIC})
-    # the channel layer norms export as reductions over axis 1: no Transpose breaks ONNX Runtime's NCHWc layout
-    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
-    assert "ReduceMean" in ops and not ops & {"Transpose", "LayerNormalization"}
+    _assert_norms_without_transposes(path)
     ort_net, eager = OnnxRuntimeNetwork(path), _eager(checkpoint)
     with torch.no_grad():
         for x in _inputs():
@@ -117,6 +121,7 @@ def test_onnx_export_dynamo(tmp_path, checkpoint):
     path = tmp_path / "model.onnx"
     onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
                 config_file=str(INFERENCE), converter_kwargs=DYNAMIC)
+    _assert_norms_without_transposes(path)
     ort_net, eager = OnnxRuntimeNetwork(path), _eager(checkpoint)
     with torch.no_grad():
         for x in _inputs():
