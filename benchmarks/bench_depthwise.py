@@ -1,12 +1,19 @@
-"""The bridges' dilated depthwise convolutions three ways, on this machine's CPU: PyTorch's convolution on a
-channels-last map (oneDNN), as the plain network (which runs channels-last) and the inference form at dilations 1 and
-2 run it, the same convolution on a channel-first map, and the shifted multiply-adds the inference form runs for the
-larger dilations (``monai_egeunet.networks.nets.fused._shifted_depthwise``), in one interleaved run.
+"""The bridges' dilated depthwise convolutions, the ways the inference form could run them, on this machine's CPU, in
+one interleaved run.
 
     python benchmarks/bench_depthwise.py [--repeats 21] [--size 256]
 
-Shapes: each GAB's group (``low_channels / 2 + 1`` channels) at its stage's resolution for a ``size`` x ``size``
-input, batch 1 and 8. The table gives median milliseconds per call and the ratios to the channels-last convolution.
+For each GAB's pair of groups (``low_channels / 2 + 1`` channels each, at its stage's resolution for a ``size`` x
+``size`` input, batch 1 and 8), with each group's layer-norm affine applied first as in
+:class:`monai_egeunet.networks.FusedEGEUNet`:
+
+* ``two calls, channels-last``: one call per group on a channels-last map;
+* ``two calls, channel-first``: the same on channel-first maps;
+* ``one call``: both groups in one depthwise convolution whose kernel holds both kernels spread by their dilations
+  (``monai_egeunet.networks.nets.fused._merged_depthwise``): 5x5 for dilations 1 and 2, 15x15 for 5 and 7.
+
+The inference form merges the pair (1, 2) and keeps 5 and 7 apart. The table gives median milliseconds per pair and
+the ratios to the first column.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_egeunet.networks.nets.fused import _shifted_depthwise
+from monai_egeunet.networks.nets.fused import _merged_depthwise
 
 #: (group channels, stride of the stage) of the five bridges of the default EGEUNet (features 8 ... 64)
 BRIDGES = [(5, 2), (9, 4), (13, 8), (17, 16), (25, 32)]
@@ -31,32 +38,41 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"median ms per call, {torch.get_num_threads()} thread(s), torch {torch.__version__}\n")
-    print("| batch | group channels | H x W | dilation | convolution, channels-last | convolution, channel-first "
-          "(ratio) | shifted multiply-adds (ratio) |")
+    print(f"median ms per pair of groups, {torch.get_num_threads()} thread(s), torch {torch.__version__}\n")
+    print("| batch | group channels | H x W | dilations | two calls, channels-last | two calls, channel-first (ratio) "
+          "| one call (ratio) |")
     print("|---|---|---|---|---|---|---|")
     with torch.no_grad():
         for batch in (1, 8):
             for channels, stride in BRIDGES:
                 h = w = args.size // stride
-                z = torch.rand(batch, channels, h, w)
-                scale, shift = torch.rand(1, channels, 1, 1), torch.rand(1, channels, 1, 1)
-                for d in (1, 2, 5, 7):
-                    conv = nn.Conv2d(channels, channels, 3, padding=d, dilation=d, groups=channels).eval()
+                z = torch.rand(batch, 2 * channels, h, w)
+                scale, shift = torch.rand(1, 2 * channels, 1, 1), torch.rand(1, 2 * channels, 1, 1)
+                for pair in ((1, 2), (5, 7)):
+                    convs = [nn.Conv2d(channels, channels, 3, padding=d, dilation=d, groups=channels) for d in pair]
+                    merged = _merged_depthwise(convs)
 
-                    def onednn() -> torch.Tensor:
-                        zi = torch.addcmul(shift, z, scale).contiguous(memory_format=torch.channels_last)
-                        return conv(zi)
+                    def affine(zs: torch.Tensor, s: slice, layout: torch.memory_format) -> torch.Tensor:
+                        return torch.addcmul(shift[:, s], zs, scale[:, s]).contiguous(memory_format=layout)
 
-                    def channel_first() -> torch.Tensor:
-                        return conv(torch.addcmul(shift, z, scale))
+                    def separate(layout: torch.memory_format) -> torch.Tensor:
+                        y = torch.empty_like(z)
+                        for i, conv in enumerate(convs):
+                            s = slice(i * channels, (i + 1) * channels)
+                            y[:, s] = conv(affine(z[:, s], s, layout))
+                        return y
 
-                    def shifted() -> torch.Tensor:
-                        return _shifted_depthwise(z, scale, shift, conv)
+                    def one_call() -> torch.Tensor:
+                        return F.conv2d(affine(z, slice(None), torch.channels_last), **merged)
 
-                    torch.testing.assert_close(shifted(), onednn(), rtol=1e-4, atol=1e-4)
-                    torch.testing.assert_close(channel_first(), onednn(), rtol=1e-4, atol=1e-4)
-                    ways = (("conv", onednn), ("first", channel_first), ("shifted", shifted))
+                    ways = (
+                        ("last", lambda: separate(torch.channels_last)),
+                        ("first", lambda: separate(torch.contiguous_format)),
+                        ("one", one_call),
+                    )
+                    reference = ways[0][1]()
+                    for _, fn in ways[1:]:
+                        torch.testing.assert_close(fn(), reference, rtol=1e-4, atol=1e-4)
                     times: dict[str, list[float]] = {name: [] for name, _ in ways}
                     for _ in range(3):
                         for _, fn in ways:
@@ -66,9 +82,9 @@ def main() -> None:
                             t0 = time.perf_counter()
                             fn()
                             times[name].append(1000 * (time.perf_counter() - t0))
-                    c, f, s = (statistics.median(times[name]) for name, _ in ways)
-                    print(f"| {batch} | {channels} | {h} x {w} | {d} | {c:.3f} | {f:.3f} ({f / c:.2f}) | {s:.3f} "
-                          f"({s / c:.2f}) |")
+                    last, first, one = (statistics.median(times[name]) for name, _ in ways)
+                    print(f"| {batch} | {channels} | {h} x {w} | {pair[0]}, {pair[1]} | {last:.3f} | {first:.3f} "
+                          f"({first / last:.2f}) | {one:.3f} ({one / last:.2f}) |")
 
 
 if __name__ == "__main__":

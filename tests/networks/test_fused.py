@@ -8,6 +8,8 @@ from monai.networks import eval_mode
 from parameterized import parameterized
 
 from monai_egeunet import EGEUNet, FusedEGEUNet, fuse_for_inference
+from monai_egeunet.networks.blocks import GAB
+from monai_egeunet.networks.nets.fused import _FusedGAB
 from tests.utils import fixture_network
 
 
@@ -137,6 +139,34 @@ class TestFusedEGEUNet:
         fused = fuse_for_inference(_trained())
         with pytest.raises(ValueError, match=r"multiples of 32|\(B, C, H, W\)"):
             fused(torch.rand(shape))
+
+
+class TestFusedBridge:
+    """The inference form of one GAB, whose adjacent groups of dilation 1 and 2 share one depthwise convolution."""
+
+    # (dilations, kernel size, the groups convolved together, one tuple per call)
+    @parameterized.expand(
+        [
+            [(1, 2, 5, 7), 3, [(0, 1), (2,), (3,)]],
+            [(2, 1, 5, 1), 3, [(0, 1), (2,), (3,)]],
+            [(5, 1, 1, 7), 5, [(0,), (1, 2), (3,)]],
+            [(1, 1, 2, 2), 3, [(0, 1, 2, 3)]],
+            [(7, 5, 3, 4), 3, [(0,), (1,), (2,), (3,)]],
+        ]
+    )
+    def test_same_function_as_the_bridge(self, dilations, kernel_size, calls):
+        torch.manual_seed(0)
+        bridge = GAB(16, 8, dilations=dilations, kernel_size=kernel_size).double()
+        with torch.no_grad():
+            for p in bridge.parameters():
+                p.add_(torch.randn_like(p) * 0.2)
+        fused = _FusedGAB(bridge)
+        assert [tuple(range(i, i + n)) for i, n, _ in fused.runs] == calls
+        g = torch.Generator().manual_seed(4)
+        xh, xl = torch.rand(2, 16, 8, 12, generator=g).double(), torch.rand(2, 8, 16, 24, generator=g).double()
+        mask = torch.rand(2, 1, 16, 24, generator=g).double()
+        with torch.no_grad():
+            torch.testing.assert_close(fused(xh, xl, mask), bridge(xh, xl, mask), rtol=1e-10, atol=1e-10)
 
 
 class TestFusedOriginalCompatibility:

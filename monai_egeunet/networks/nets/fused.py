@@ -48,30 +48,27 @@ def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
 
 
-def _shifted_depthwise(
-    z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, conv: nn.Conv2d, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``conv(z * scale + shift)`` for a depthwise, zero-padded, size-keeping ``conv``, as one multiply-add per kernel
-    tap on shifted views of the padded map (channel-first), written to ``out`` when given.
-
-    On a CPU, oneDNN's depthwise kernels slow down several-fold at the bridges' large dilations (5 and 7): there the
-    shifted sums cost less (``benchmarks/bench_depthwise.py`` measures both)."""
-    b, g, h, w = z.shape
-    (kh, kw), (dh, dw), (ph, pw) = conv.kernel_size, conv.dilation, conv.padding
-    padded = z.new_zeros((b, g, h + 2 * ph, w + 2 * pw))
-    torch.addcmul(shift, z, scale, out=padded[:, :, ph : ph + h, pw : pw + w])
-    # one view per tap, each a single operator: at the bridges' small maps the operators' overhead is what costs
-    taps = conv.weight.view(g, kh * kw).t().reshape(kh * kw, 1, g, 1, 1).unbind(0)
-    size, stride, offset = (b, g, h, w), padded.stride(), padded.storage_offset()
-    shifted = [
-        padded.as_strided(size, stride, offset + i * dh * stride[2] + j * dw * stride[3])
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    out = torch.addcmul(conv.bias.view(1, g, 1, 1), shifted[0], taps[0], out=out)
-    for view, tap in zip(shifted[1:], taps[1:]):
-        out.addcmul_(view, tap)
-    return out
+def _merged_depthwise(convs: Sequence[nn.Conv2d]) -> dict:
+    """``F.conv2d`` arguments of one depthwise convolution doing what the size-keeping depthwise ``convs`` do on their
+    channels side by side: their kernels, spread by their dilations, centred in one kernel of the largest extent."""
+    if len(convs) == 1:
+        conv = convs[0]
+        return {"weight": conv.weight, "bias": conv.bias, "padding": conv.padding, "dilation": conv.dilation,
+                "groups": conv.groups}
+    extent = [max((c.kernel_size[a] - 1) * c.dilation[a] + 1 for c in convs) for a in (0, 1)]
+    channels = sum(c.out_channels for c in convs)
+    like = convs[0].weight
+    weight = like.new_zeros((channels, 1, extent[0], extent[1]))
+    start = 0
+    for c in convs:
+        (kh, kw), (dh, dw) = c.kernel_size, c.dilation
+        oh, ow = (extent[0] - (kh - 1) * dh - 1) // 2, (extent[1] - (kw - 1) * dw - 1) // 2
+        stop = start + c.out_channels
+        weight[start:stop, :, oh : oh + (kh - 1) * dh + 1 : dh, ow : ow + (kw - 1) * dw + 1 : dw] = c.weight
+        start = stop
+    bias = torch.cat([c.bias for c in convs])
+    return {"weight": weight, "bias": bias, "padding": (extent[0] // 2, extent[1] // 2), "dilation": 1,
+            "groups": channels}
 
 
 class _FusedGHPA(nn.Module):
@@ -147,6 +144,11 @@ class _FusedGAB(nn.Module):
     ``F.layer_norm`` would run one short row per position). For the tail, with ``y`` centred over its channels and
     ``r = 1 / std``, ``W ((y r) g + b) + c = (W diag(g) y) r + (W b + c)``: the projection runs on the centred
     map and the scaling by ``r`` on its ``low_channels`` outputs.
+
+    Adjacent groups of dilation 1 and 2 (the first two in the paper) run as one depthwise convolution: each 3x3
+    kernel is written, spread by its dilation, into one 5x5 kernel; zeros elsewhere, so the function is the same.
+    A dense 5x5 kernel over both groups costs less than the two dilated calls (``benchmarks/bench_depthwise.py``);
+    the 11x11 and 15x15 kernels that dilations 5 and 7 would need cost more, so those groups keep their own.
     """
 
     def __init__(self, block: GAB) -> None:
@@ -167,6 +169,15 @@ class _FusedGAB(nn.Module):
         w = conv.weight.flatten(1)
         self.tail_weight = w * norm.weight
         self.tail_bias = torch.addmv(conv.bias, w, norm.bias).view(1, -1, 1, 1)
+        # runs of adjacent groups, each convolved in one call: (first group, number of groups, conv2d arguments)
+        runs: list[tuple[list[int], bool]] = []
+        for i, group in enumerate(self.groups):
+            small = max(group[1].dilation) <= 2
+            if small and runs and runs[-1][1]:
+                runs[-1][0].append(i)
+            else:
+                runs.append(([i], small))
+        self.runs = [(ids[0], len(ids), _merged_depthwise([self.groups[j][1] for j in ids])) for ids, _ in runs]
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         result = super()._apply(fn, recurse)
@@ -186,15 +197,13 @@ class _FusedGAB(nn.Module):
         g = z.shape[2]
         # the groups' outputs side by side, channel-first for the reductions across planes and the projection
         y = torch.empty((b, 4 * g, h, w), dtype=z.dtype, device=z.device)
-        for i, group in enumerate(self.groups):
-            s = slice(i * g, (i + 1) * g)
-            conv = group[1]
-            if z.device.type == "cpu" and conv.dilation[0] > 2:
-                _shifted_depthwise(z[:, i], self.group_weight[:, s], self.group_bias[:, s], conv, out=y[:, s])
-                continue
-            # each group's affine written channels-last, the layout oneDNN's depthwise convolutions are fastest in
-            zi = torch.empty((b, g, h, w), dtype=z.dtype, device=z.device, memory_format=torch.channels_last)
-            y[:, s] = conv(torch.addcmul(self.group_bias[:, s], z[:, i], self.group_weight[:, s], out=zi))
+        for i, n, conv in self.runs:
+            s = slice(i * g, (i + n) * g)
+            # each run's affine written channels-last, the layout oneDNN's depthwise convolutions are fastest in
+            # (benchmarks/bench_depthwise.py)
+            zi = torch.empty((b, n * g, h, w), dtype=z.dtype, device=z.device, memory_format=torch.channels_last)
+            torch.addcmul(self.group_bias[:, s], z[:, i : i + n].reshape(b, n * g, h, w), self.group_weight[:, s], out=zi)
+            y[:, s] = F.conv2d(zi, **conv)
         y.sub_(y.mean(1, keepdim=True))
         r = (y * y).mean(1, keepdim=True).add_(self.eps).rsqrt_()
         out = torch.matmul(self.tail_weight, y.view(b, 4 * g, h * w)).view(b, -1, h, w)
@@ -212,12 +221,11 @@ class FusedEGEUNet(nn.Module):
     * each GHPA's attention maps, with its first layer norm's scale and shift folded in, are computed once per
       spatial size (on the first input of that size; ``sizes`` computes them at construction) instead of on every
       call; its fourth group's pointwise convolution absorbs that layer norm's affine;
-    * each GAB normalises its four groups together, and its tail layer norm's affine is folded into the tail's
-      pointwise convolution;
+    * each GAB normalises its four groups together, convolves its groups of dilation 1 and 2 in one call (their
+      kernels merged into one 5x5 kernel), and its tail layer norm's affine is folded into the tail's pointwise
+      convolution;
     * pointwise convolutions are matrix products over the channels of the channels-last maps, and 2x2 max pooling
-      is two element-wise maxima;
-    * on a CPU, the bridges' depthwise convolutions of dilation above 2 are shifted multiply-adds (oneDNN's kernels
-      slow down several-fold at dilations 5 and 7).
+      is two element-wise maxima.
 
     It holds no parameters: every tensor is a buffer copied from the network when it is built (none is in its
     ``state_dict()``), so it cannot go stale and cannot be trained. Changing the network afterwards (training on,
