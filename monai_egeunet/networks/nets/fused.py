@@ -57,8 +57,7 @@ def _merged_depthwise(convs: Sequence[nn.Conv2d]) -> dict:
                 "groups": conv.groups}
     extent = [max((c.kernel_size[a] - 1) * c.dilation[a] + 1 for c in convs) for a in (0, 1)]
     channels = sum(c.out_channels for c in convs)
-    like = convs[0].weight
-    weight = like.new_zeros((channels, 1, extent[0], extent[1]))
+    weight = convs[0].weight.new_zeros((channels, 1, extent[0], extent[1]))
     start = 0
     for c in convs:
         (kh, kw), (dh, dw) = c.kernel_size, c.dilation
@@ -202,7 +201,8 @@ class _FusedGAB(nn.Module):
             # each run's affine written channels-last, the layout oneDNN's depthwise convolutions are fastest in
             # (benchmarks/bench_depthwise.py)
             zi = torch.empty((b, n * g, h, w), dtype=z.dtype, device=z.device, memory_format=torch.channels_last)
-            torch.addcmul(self.group_bias[:, s], z[:, i : i + n].reshape(b, n * g, h, w), self.group_weight[:, s], out=zi)
+            zs = z[:, i : i + n].reshape(b, n * g, h, w)
+            torch.addcmul(self.group_bias[:, s], zs, self.group_weight[:, s], out=zi)
             y[:, s] = F.conv2d(zi, **conv)
         y.sub_(y.mean(1, keepdim=True))
         r = (y * y).mean(1, keepdim=True).add_(self.eps).rsqrt_()
