@@ -10,6 +10,7 @@ from monai.networks import eval_mode
 from parameterized import parameterized
 
 from monai_egeunet import EGEUNet
+from monai_egeunet.networks.nets.egeunet import _upsample_by_products
 from tests.utils import fixture_network
 
 
@@ -235,6 +236,20 @@ class TestGradients:
             torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
         for name, g, r in zip(params, grads, ref_grads):
             torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
+
+    @parameterized.expand(
+        [((1, 1), (32, 32)), ((2, 3), (64, 96)), ((8, 8), (256, 256)), ((7, 4), (7, 4)), ((5, 9), (3, 2))]
+    )
+    def test_side_output_resize_is_bilinear_interpolation(self, size, target):
+        # the side outputs' resize by matrix products: values and gradients of F.interpolate's bilinear resize
+        x = torch.randn(2, 2, *size, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(2, 2, *target, dtype=torch.float64)
+        ours = _upsample_by_products(x, *target)
+        theirs = F.interpolate(x, size=list(target), mode="bilinear", align_corners=True)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        (g_ours,) = torch.autograd.grad((ours * weight).sum(), x)
+        (g_theirs,) = torch.autograd.grad((theirs * weight).sum(), x)
+        torch.testing.assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-12)
 
     def test_gradients_reach_the_input(self):
         # e.g. saliency maps of a frozen network in eval mode

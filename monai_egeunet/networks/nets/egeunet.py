@@ -17,6 +17,22 @@ def _upsample(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(x, size=[height, width], mode="bilinear", align_corners=True)
 
 
+def _upsample_by_products(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """:func:`_upsample` of a map with few channels (the mask logits) as two matrix products.
+
+    Bilinear resizing is separable: ``Y = A X B^T``, with ``A`` and ``B`` the interpolation matrices of the two axes.
+    Each is obtained by resizing an identity matrix along one axis, so its weights are those ``F.interpolate`` uses.
+    The values are the same; the backward pass is two more matrix products, where the backward kernel of
+    ``F.interpolate`` scatters every output gradient into the few input planes of a mask one element at a time
+    (``benchmarks/bench_training.py`` measures the training step).
+    """
+    rows = torch.eye(x.shape[2], dtype=x.dtype, device=x.device)[None, None]
+    cols = torch.eye(x.shape[3], dtype=x.dtype, device=x.device)[None, None]
+    a = F.interpolate(rows, size=[height, x.shape[2]], mode="bilinear", align_corners=True)[0, 0]
+    b = F.interpolate(cols, size=[width, x.shape[3]], mode="bilinear", align_corners=True)[0, 0]
+    return torch.matmul(torch.matmul(a, x), b.t())
+
+
 def _conv3x3(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1))
 
@@ -41,7 +57,9 @@ class EGEUNet(nn.Module):
     :func:`monai_egeunet.networks.load_weights`).
 
     There is one forward pass, the original computation, for training, inference, TorchScript, tracing and
-    export; it runs on channels-last feature maps (the same function in another memory layout, faster on the CPU).
+    export; it runs on channels-last feature maps (the same function in another memory layout, faster on the CPU),
+    and the side outputs are resized to the input size by two matrix products (the same bilinear interpolation, with
+    a cheaper backward pass for training).
     For inference with a trained network, :func:`monai_egeunet.networks.fuse_for_inference` builds an equivalent
     module that computes what depends only on the weights once.
 
@@ -197,7 +215,7 @@ class EGEUNet(nn.Module):
 
         out0 = _upsample(self.final(out1), h, w)
         if self.training and self.deep_supervision:
-            return [out0] + [_upsample(m, h, w) for m in (mask1, mask2, mask3, mask4, mask5)]
+            return [out0] + [_upsample_by_products(m, h, w) for m in (mask1, mask2, mask3, mask4, mask5)]
         return out0
 
 
