@@ -21,29 +21,39 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from _memory import start_peak_tracking
 
 YARDSTICK = "MONAI UNet (yardstick)"
+TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train.json"
 
 
 def _setup(name: str, batch: int, size: int, device: str):
-    """Network, one training step as a closure, and the parameter count, for ``name`` on ``device``."""
-    from monai.losses import DeepSupervisionLoss, DiceCELoss
+    """Network, one training step as a closure, and the parameter count, for ``name`` on ``device``.
+
+    The optimiser is the bundle's (``optimizer`` of ``configs/train.json``) for both networks, and so is EGE-UNet's
+    loss (``loss``); the yardstick has no side outputs and takes ``DiceCELoss`` alone.
+    """
+    from monai.bundle import ConfigParser
+    from monai.losses import DiceCELoss
     from monai.networks.nets import UNet
 
     from monai_egeunet import EGEUNet
 
     torch.manual_seed(0)
+    config = ConfigParser()
+    config.read_config(str(TRAIN_CONFIG))
     if name == "EGE-UNet":
         net = EGEUNet()
-        loss_fn = DeepSupervisionLoss(DiceCELoss(sigmoid=True), weights=[1.0, 0.5, 0.4, 0.3, 0.2, 0.1])
+        loss_fn = config.get_parsed_content("loss")
     else:
         net = UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)
         loss_fn = DiceCELoss(sigmoid=True)
     net = net.to(device).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    config["network"] = net
+    opt = config.get_parsed_content("optimizer")
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 3, size, size, generator=generator).to(device)
     y = (torch.rand(batch, 1, size, size, generator=generator) > 0.5).float().to(device)
