@@ -197,6 +197,27 @@ class TestEGEUNet:
             assert f"{shape[2]}x{shape[3]}" in str(err.value)
             assert "sliding-window" in str(err.value)
 
+    def test_train_and_eval_set_every_submodule_as_nn_module_does(self):
+        class KeepsEval(torch.nn.GroupNorm):
+            # a replaced layer with a train() of its own (e.g. frozen statistics): it decides for itself
+            def train(self, mode: bool = True):
+                return super().train(False)
+
+        net, twin = EGEUNet(), EGEUNet()
+        net.dbn2 = KeepsEval(4, 32)
+        twin.dbn2 = KeepsEval(4, 32)
+        for mode in (False, True, False, True):
+            assert net.train(mode) is net
+            torch.nn.Module.train(twin, mode)
+            flags = {name: m.training for name, m in net.named_modules()}
+            assert flags == {name: m.training for name, m in twin.named_modules()}
+            assert set(flags.values()) == {True, False} if mode else set(flags.values()) == {False}
+        assert not net.dbn2.training
+        net.eval()
+        assert not any(m.training for m in net.modules())
+        with pytest.raises(ValueError, match="boolean"):
+            net.train("yes")
+
     @parameterized.expand(ILLEGAL)
     def test_illegal_arguments(self, kwargs):
         with pytest.raises(ValueError):

@@ -137,6 +137,38 @@ class EGEUNet(nn.Module):
         self.final = nn.Conv2d(c[0], out_channels, kernel_size=1)
         self.apply(self._init_weights)
 
+    def train(self, mode: bool = True) -> EGEUNet:
+        """Sets training mode, as ``nn.Module.train``: this module and every submodule get ``training = mode``.
+
+        MONAI's workflows call ``train()`` or ``eval()`` on every iteration (``SupervisedEvaluator`` through
+        ``eval_mode``), and ``nn.Module.train``, one recursive call and one ``nn.Module.__setattr__`` per submodule,
+        is a noticeable share of a small network's forward pass. This walks the submodules once and sets the flag
+        directly; a submodule with a ``train`` of its own (a replaced or wrapped layer) is left to it.
+
+        Args:
+            mode: True for training mode, False for evaluation mode.
+
+        Returns:
+            This module.
+
+        Raises:
+            ValueError: when ``mode`` is not a bool.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
+        self.__dict__["training"] = mode
+        stack = list(self._modules.values())
+        while stack:
+            module = stack.pop()
+            if module is None:
+                continue
+            if type(module).train is not nn.Module.train:
+                module.train(mode)
+                continue
+            module.__dict__["training"] = mode
+            stack.extend(module._modules.values())
+        return self
+
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         # the original release's initialisation (He-normal on fan-out per group); training results depend on it
