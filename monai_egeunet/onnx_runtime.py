@@ -27,6 +27,9 @@ class OnnxRuntimeNetwork(nn.Module):
         providers: ONNX Runtime execution providers; default from ``device``.
         intra_op_num_threads: ONNX Runtime's thread count; default ``torch.get_num_threads()``, so that both
             runtimes obey the same ``OMP_NUM_THREADS``/``torch.set_num_threads`` setting.
+        allow_spinning: let ONNX Runtime's worker threads busy-wait after each run (its own default). Off by
+            default: in a workflow, the loading, resizing and saving of each image run between the network's
+            calls, and spinning threads take the cores they need.
 
     Raises:
         FileNotFoundError: when ``model_path`` does not exist (the message says how to export one).
@@ -46,6 +49,7 @@ class OnnxRuntimeNetwork(nn.Module):
         device: str | torch.device | None = None,
         providers: Sequence[str] | None = None,
         intra_op_num_threads: int | None = None,
+        allow_spinning: bool = False,
     ) -> None:
         super().__init__()
         ort, has_ort = optional_import("onnxruntime")
@@ -65,6 +69,8 @@ class OnnxRuntimeNetwork(nn.Module):
             providers = [*providers, "CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(intra_op_num_threads or torch.get_num_threads())
+        if not allow_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.model_path = path
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         model_input = self.session.get_inputs()[0]

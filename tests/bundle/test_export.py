@@ -101,12 +101,23 @@ def test_onnx_fixed_batch_model_takes_any_batch(tmp_path, checkpoint):
                 config_file=str(INFERENCE), use_trace=True, converter_kwargs={"dynamo": False})
     ort_net = OnnxRuntimeNetwork(path)
     assert ort_net.fixed_batch == 1
+    # idle worker threads sleep by default: the workflow's own steps run between the network's calls
+    assert _spinning(ort_net) == "0"
+    assert _spinning(OnnxRuntimeNetwork(path, allow_spinning=True)) is None
     x = torch.rand(3, 3, 256, 256)
     with torch.no_grad():
         torch.testing.assert_close(ort_net(x), _eager(checkpoint)(x), rtol=1e-3, atol=1e-3)
     # the inference workflow's default window is the whole image: a fixed-size model says what to do instead
     with pytest.raises(ValueError, match=r"takes 256x256 inputs only, got 352x256.*dynamic height and width"):
         ort_net(torch.rand(1, 3, 352, 256))
+
+
+def _spinning(ort_net: OnnxRuntimeNetwork) -> str | None:
+    options = ort_net.session.get_session_options()
+    try:
+        return options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # ONNX Runtime raises for a key that was never set: its default (spinning) applies
+        return None
 
 
 def test_missing_onnx_model_says_how_to_export(tmp_path):
