@@ -85,13 +85,11 @@ def _export_onnx(net: torch.nn.Module, path: Path) -> None:
 
 
 def _ort_runner(path: Path, threads: int) -> Callable[[torch.Tensor], object]:
-    import onnxruntime as ort
+    from monai_egeunet.onnx_runtime import OnnxRuntimeNetwork
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    # ONNX Runtime's worker threads spin after each run by default, taking a core from whatever runs next
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # the bundle's session (its idle threads sleep rather than spin and take a core from whatever runs next), run
+    # on numpy arrays directly: the runtime's own time
+    session = OnnxRuntimeNetwork(path, device="cpu", intra_op_num_threads=threads).session
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})[0]
 
