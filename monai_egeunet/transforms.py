@@ -230,16 +230,13 @@ class MinMaxScaled(_ItemwiseMapTransform):
         if not isinstance(img, torch.Tensor):
             img = torch.as_tensor(img)
         # the extremes of the image as stored (an 8-bit photo's are found several times faster than its float
-        # copy's), then one copy, never the caller's tensor (a cached dataset item must not change); the copy is
-        # contiguous: a reader's channel-last array arrives here as a strided view, which would make every later
-        # transform (resizing above all) run on scattered memory
+        # copy's), then one new tensor, never the caller's (a cached dataset item must not change), in the input's
+        # memory layout: a reader's (W, H, C) array made channel-first is a channels-last view, and converting it
+        # in place of copying it to planes saves a pass that PyTorch's resizing does not need
         lo, hi = (float(v) for v in img.aminmax())
-        img = img.to(self.dtype, memory_format=torch.contiguous_format, copy=True)
-        if hi > lo:
-            img.sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
-        else:
-            img.fill_(self.minv)
-        return img
+        if hi <= lo:
+            return torch.full_like(img, self.minv, dtype=self.dtype)
+        return img.to(self.dtype, copy=True).sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
 
 
 class ResizeShortestSide(Resize):
@@ -365,7 +362,10 @@ class ResizeShortestSide(Resize):
     ) -> torch.Tensor:
         # MONAI's eager resize (monai.transforms.spatial.functional.resize), with PyTorch's anti-aliased bilinear
         # interpolation computing the data: the record is the one Resize.inverse reads, its mode the inverse's
-        img = convert_to_tensor(img, track_meta=get_track_meta())
+        # a tensor stays as it is laid out: convert_to_tensor would copy a channels-last image to planes, which the
+        # interpolation does not need
+        if not isinstance(img, torch.Tensor) or (get_track_meta() and not isinstance(img, MetaTensor)):
+            img = convert_to_tensor(img, track_meta=get_track_meta())
         orig_size = img.shape[1:]
         meta_info = TraceableTransform.track_transform_meta(
             img,
@@ -377,7 +377,7 @@ class ResizeShortestSide(Resize):
             transform_info=self.get_transform_info(),
             lazy=False,
         )
-        data = convert_to_tensor(img, dtype=dtype, track_meta=False)
+        data = (img.as_tensor() if isinstance(img, MetaTensor) else img).to(dtype)
         resized = torch.nn.functional.interpolate(data[None], size=size, mode="bilinear", align_corners=align_corners,
                                                   antialias=True)[0]
         out = convert_to_dst_type(resized, img, dtype=torch.float32)[0]

@@ -115,13 +115,29 @@ def test_min_max_scaled_matches_scale_intensity():
     assert torch.equal(y, before), "the input must not be changed in place"
 
 
-def test_min_max_scaled_gives_contiguous_images():
-    # a reader's (W, H, C) array made channel-first is a strided view; the float copy is laid out for what follows
-    x = MetaTensor(torch.randint(0, 255, (40, 30, 3), dtype=torch.uint8)).permute(2, 0, 1)
-    assert not x.is_contiguous()
-    out = MinMaxScaled("image")({"image": x})["image"]
-    assert out.is_contiguous()
-    assert torch.equal(out, MinMaxScaled("image")({"image": x.contiguous()})["image"])
+def test_channels_last_photo_is_scaled_and_shrunk_without_a_plane_copy():
+    # a reader's (W, H, C) array made channel-first is a channels-last view: min-max keeps that layout (no copy to
+    # planes), the anti-aliased shrink reads it as it is, and both give what they give on the planar copy
+    x = MetaTensor(torch.randint(0, 255, (400, 300, 3), dtype=torch.uint8)).permute(2, 0, 1)
+    x.meta["filename_or_obj"] = "photo.jpg"
+    before = x.clone()
+    scaled = MinMaxScaled("image")({"image": x})["image"]
+    assert scaled.stride() == x.stride() and scaled.dtype == torch.float32
+    assert scaled.meta["filename_or_obj"] == "photo.jpg"
+    assert torch.equal(x, before)
+    planar = MinMaxScaled("image")({"image": x.contiguous()})["image"]
+    assert planar.is_contiguous() and torch.equal(scaled, planar)
+    resize = ResizeShortestSided("image", 64, downsample_mode="antialias")
+    shrunk, shrunk_planar = resize({"image": scaled})["image"], resize({"image": planar})["image"]
+    assert shrunk.shape == (3, 85, 64) and shrunk.is_contiguous()
+    assert torch.equal(shrunk, shrunk_planar)
+    assert [op["class"] for op in shrunk.applied_operations] == ["ResizeShortestSide"]
+    assert torch.equal(resize.inverse({"image": shrunk})["image"], resize.inverse({"image": shrunk_planar})["image"])
+
+
+def test_min_max_scaled_constant_image_is_minv():
+    out = MinMaxScaled("image", minv=0.25)({"image": MetaTensor(torch.full((3, 4, 5), 7, dtype=torch.uint8))})
+    assert out["image"].dtype == torch.float32 and torch.equal(out["image"], torch.full((3, 4, 5), 0.25))
 
 
 @parameterized.expand([["P", "RGB"], ["CMYK", "RGB"], ["YCbCr", "RGB"], ["1", "L"], ["L", "L"], ["RGBA", "RGBA"],
