@@ -362,10 +362,11 @@ class ResizeShortestSide(Resize):
     ) -> torch.Tensor:
         # MONAI's eager resize (monai.transforms.spatial.functional.resize), with PyTorch's anti-aliased bilinear
         # interpolation computing the data: the record is the one Resize.inverse reads, its mode the inverse's
-        # a tensor stays as it is laid out: convert_to_tensor would copy a channels-last image to planes, which the
-        # interpolation does not need
-        if not isinstance(img, torch.Tensor) or (get_track_meta() and not isinstance(img, MetaTensor)):
-            img = convert_to_tensor(img, track_meta=get_track_meta())
+        # a tensor of the kind wanted stays as it is laid out: convert_to_tensor would copy a channels-last image to
+        # planes, which the interpolation does not need
+        track_meta = get_track_meta()
+        if not isinstance(img, torch.Tensor) or isinstance(img, MetaTensor) != track_meta:
+            img = convert_to_tensor(img, track_meta=track_meta)
         orig_size = img.shape[1:]
         meta_info = TraceableTransform.track_transform_meta(
             img,
