@@ -93,6 +93,11 @@ class _ItemwiseMapTransform(MapTransform):
         return d
 
 
+def _plain(img: torch.Tensor) -> torch.Tensor:
+    """The plain tensor of a ``MetaTensor`` (the same memory), or ``img``."""
+    return img.as_tensor() if isinstance(img, MetaTensor) else img
+
+
 def _source(img: torch.Tensor, key: Hashable) -> Hashable:
     """The file an image came from (its MONAI metadata), else its key: what an error message names."""
     return getattr(img, "meta", {}).get("filename_or_obj", key)
@@ -233,10 +238,15 @@ class MinMaxScaled(_ItemwiseMapTransform):
         # copy's), then one new tensor, never the caller's (a cached dataset item must not change), in the input's
         # memory layout: a reader's (W, H, C) array made channel-first is a channels-last view, and converting it
         # in place of copying it to planes saves a pass that PyTorch's resizing does not need
-        lo, hi = (float(v) for v in img.aminmax())
+        lo, hi = (float(v) for v in _plain(img).aminmax())
         if hi <= lo:
             return torch.full_like(img, self.minv, dtype=self.dtype)
-        return img.to(self.dtype, copy=True).sub_(lo).mul_((self.maxv - self.minv) / (hi - lo)).add_(self.minv)
+        out = img.to(self.dtype, copy=True)
+        # the arithmetic on the plain tensor sharing its memory: a MetaTensor would copy its metadata at every step
+        data = _plain(out).sub_(lo).mul_((self.maxv - self.minv) / (hi - lo))
+        if self.minv:  # adding 0.0 would change no value
+            data.add_(self.minv)
+        return out
 
 
 class ResizeShortestSide(Resize):
@@ -378,7 +388,7 @@ class ResizeShortestSide(Resize):
             transform_info=self.get_transform_info(),
             lazy=False,
         )
-        data = (img.as_tensor() if isinstance(img, MetaTensor) else img).to(dtype)
+        data = _plain(img).to(dtype)
         resized = torch.nn.functional.interpolate(data[None], size=size, mode="bilinear", align_corners=align_corners,
                                                   antialias=True)[0]
         out = convert_to_dst_type(resized, img, dtype=torch.float32)[0]

@@ -103,10 +103,11 @@ def test_shrink_inverse_is_smooth():
     assert len(torch.unique(out[80])) > 100
 
 
-def test_min_max_scaled_matches_scale_intensity():
+@parameterized.expand([[0.0, 255.0], [-1.0, 1.0]])
+def test_min_max_scaled_matches_scale_intensity(minv, maxv):
     x = MetaTensor(torch.randint(3, 250, (3, 40, 30), dtype=torch.uint8))
-    ours = MinMaxScaled("image", maxv=255.0)({"image": x})["image"]
-    monai_ = ScaleIntensityd("image", minv=0.0, maxv=255.0)({"image": x})["image"]
+    ours = MinMaxScaled("image", minv=minv, maxv=maxv)({"image": x})["image"]
+    monai_ = ScaleIntensityd("image", minv=minv, maxv=maxv)({"image": x})["image"]
     assert ours.dtype == torch.float32 and isinstance(ours, MetaTensor)
     assert torch.allclose(ours, monai_.float(), atol=1e-3)
     y = torch.rand(3, 5, 5)
