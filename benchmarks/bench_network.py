@@ -9,7 +9,10 @@ What it measures, all at 3 x 256 x 256 inputs, batch 1 and 8:
   iteration;
 * ``EGEUNet (fused)``: :func:`monai_egeunet.networks.fuse_for_inference` of it, called the same way;
 * ``EGEUNet, ONNX Runtime``: the plain network exported to ONNX (TorchScript-based exporter, dynamic batch, height
-  and width) run by ONNX Runtime's CPU provider with as many threads as PyTorch;
+  and width) run by ONNX Runtime's CPU provider with as many threads as PyTorch, in the bundle's session
+  (:class:`monai_egeunet.onnx_runtime.OnnxRuntimeNetwork`, graph optimizations ``"extended"``); the row with
+  ``optimizations 'all'`` runs the same model with ONNX Runtime's highest level, which adds the blocked (NCHWc)
+  convolution layout;
 * the yardstick ``monai.networks.nets.UNet(2, 3, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)``,
   called the same way.
 
@@ -51,6 +54,9 @@ FIXTURE = SHARED / "fixtures" / "egeunet_reference.pt"
 SIZE = 256
 PLAIN, FUSED = "EGEUNet (plain, as evaluated)", "EGEUNet (fused)"
 ORT, YARDSTICK = "EGEUNet, ONNX Runtime", "UNet (yardstick)"
+ORT_ALL = "EGEUNet, ONNX Runtime, optimizations 'all' (NCHWc)"
+#: ONNX Runtime rows and the graph optimization level of each
+ORT_LEVELS = {ORT: "extended", ORT_ALL: "all"}
 
 
 def _ege() -> torch.nn.Module:
@@ -84,12 +90,14 @@ def _export_onnx(net: torch.nn.Module, path: Path) -> None:
         )
 
 
-def _ort_runner(path: Path, threads: int) -> Callable[[torch.Tensor], object]:
+def _ort_runner(path: Path, threads: int, level: str) -> Callable[[torch.Tensor], object]:
     from monai_egeunet.onnx_runtime import OnnxRuntimeNetwork
 
     # the bundle's session (its idle threads sleep rather than spin and take a core from whatever runs next), run
     # on numpy arrays directly: the runtime's own time
-    session = OnnxRuntimeNetwork(path, device="cpu", intra_op_num_threads=threads).session
+    session = OnnxRuntimeNetwork(
+        path, device="cpu", intra_op_num_threads=threads, graph_optimization_level=level
+    ).session
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})[0]
 
@@ -119,13 +127,13 @@ def _runtimes(onnx_path: Path | None, threads: int, device: str = "cpu") -> dict
         YARDSTICK: _evaluator_runner(unet, cuda),
     }
     if onnx_path is not None and not cuda:
-        runners[ORT] = _ort_runner(onnx_path, threads)
+        runners.update({name: _ort_runner(onnx_path, threads, level) for name, level in ORT_LEVELS.items()})
     return runners
 
 
 def _peak_child(kind: str, onnx_path: str, batches: list[int], threads: int, queue: mp.Queue) -> None:
     torch.set_num_threads(threads)
-    run = _runtimes(Path(onnx_path) if kind == ORT else None, threads)[kind]
+    run = _runtimes(Path(onnx_path) if kind in ORT_LEVELS else None, threads)[kind]
     run(torch.rand(1, 3, 64, 64))  # libraries and kernels loaded
     inputs = {batch: torch.rand(batch, 3, SIZE, SIZE) for batch in batches}
     base, peak = start_peak_tracking()
@@ -165,12 +173,13 @@ def _rows(runners: dict[str, Callable], batches: list[int], repeats: int, device
     for batch in batches:
         x = torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch)).to(device)
         n = repeats if batch == 1 else max(5, repeats // 2)
-        times = _time({k: v for k, v in runners.items() if k != ORT}, x, n)
+        times = _time({k: v for k, v in runners.items() if k not in ORT_LEVELS}, x, n)
         references = {name: times[YARDSTICK] for name in times}
-        if ORT in runners:
-            # its own thread pool: a block of its own right after, taking turns with the yardstick alone
-            block = _time({ORT: runners[ORT], YARDSTICK: runners[YARDSTICK]}, x, n)
-            times[ORT], references[ORT] = block[ORT], block[YARDSTICK]
+        for name in ORT_LEVELS:
+            if name in runners:
+                # its own thread pool: a block of its own right after, taking turns with the yardstick alone
+                block = _time({name: runners[name], YARDSTICK: runners[YARDSTICK]}, x, n)
+                times[name], references[name] = block[name], block[YARDSTICK]
         for name, ts in times.items():
             ratio = statistics.median(t / u for t, u in zip(ts, references[name]))
             rows.append((name, device, batch, statistics.median(ts) * 1e3, batch / statistics.median(ts), ratio))

@@ -13,6 +13,14 @@ from torch import nn
 
 __all__ = ["OnnxRuntimeNetwork"]
 
+#: ``graph_optimization_level`` values and ONNX Runtime's ``GraphOptimizationLevel`` members they name
+OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
 
 class OnnxRuntimeNetwork(nn.Module):
     """An exported ONNX model run by ONNX Runtime, usable wherever the workflow takes the PyTorch network.
@@ -30,9 +38,15 @@ class OnnxRuntimeNetwork(nn.Module):
         allow_spinning: let ONNX Runtime's worker threads busy-wait after each run (its own default). Off by
             default: in a workflow, the loading, resizing and saving of each image run between the network's
             calls, and spinning threads take the cores they need.
+        graph_optimization_level: ONNX Runtime's graph optimizations, one of ``"disable"``, ``"basic"``,
+            ``"extended"``, ``"all"``. Default ``"extended"``: every fusion, without the ``"all"`` level's
+            blocked (NCHWc) memory layout, whose conversions before and after each of EGE-UNet's many small layers
+            cost more on the CPU than the blocked convolutions save (``benchmarks/bench_network.py`` has a row for
+            each of the two).
 
     Raises:
         FileNotFoundError: when ``model_path`` does not exist (the message says how to export one).
+        ValueError: for a ``graph_optimization_level`` that is not one of the four.
         ValueError: (when called) for an input whose height and width a model exported for a fixed size does not
             take; the message says how to export it with dynamic sizes or feed it fixed windows.
 
@@ -50,11 +64,17 @@ class OnnxRuntimeNetwork(nn.Module):
         providers: Sequence[str] | None = None,
         intra_op_num_threads: int | None = None,
         allow_spinning: bool = False,
+        graph_optimization_level: str = "extended",
     ) -> None:
         super().__init__()
         ort, has_ort = optional_import("onnxruntime")
         if not has_ort:
             raise ImportError("ONNX Runtime inference needs onnxruntime: pip install 'monai-egeunet[export]'")
+        if graph_optimization_level not in OPTIMIZATION_LEVELS:
+            raise ValueError(
+                f"graph_optimization_level must be one of {', '.join(map(repr, OPTIMIZATION_LEVELS))}, got "
+                f"{graph_optimization_level!r}"
+            )
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(
@@ -71,6 +91,8 @@ class OnnxRuntimeNetwork(nn.Module):
         options.intra_op_num_threads = int(intra_op_num_threads or torch.get_num_threads())
         if not allow_spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        level = OPTIMIZATION_LEVELS[graph_optimization_level]
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         self.model_path = path
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         model_input = self.session.get_inputs()[0]

@@ -20,7 +20,7 @@ from tests.bundle.conftest import CONFIGS, INFERENCE, META, inference_workflow, 
 INFERENCE_ONNX = [str(INFERENCE), str(CONFIGS / "inference_onnx.json")]
 
 onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime")
 
 #: what to add to `onnx_export` for batch, height and width chosen at run time (see the bundle's README)
 DYNAMIC = {
@@ -37,9 +37,44 @@ def _eager(checkpoint) -> EGEUNet:
 
 
 def _assert_norms_without_transposes(path) -> None:
-    # the channel layer norms export as reductions over axis 1: no Transpose breaks ONNX Runtime's NCHWc layout
+    # the channel layer norms export as reductions over axis 1, not as a LayerNormalization between Transposes
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "ReduceMean" in ops and not ops & {"Transpose", "LayerNormalization"}
+
+
+#: ONNX operators that compute on shapes (what a Shape node's output may pass through before it is used)
+SHAPE_OPS = {"Gather", "Slice", "Cast", "Concat", "Unsqueeze", "Squeeze"}
+
+
+#: where a computed shape may end: the sizes of a Resize (to a feature map's size), the target of a Reshape (the
+#: group norms' way back to their input's shape)
+SHAPE_USES = {("Resize", 3), ("Reshape", 1)}
+
+
+def _assert_shapes_only_for_resizes(path) -> None:
+    # with dynamic height and width, only resizing to a feature map's size needs its shape at run time: the channel
+    # splits and the layer norms' weights have theirs fixed in the graph (no Shape -> Gather -> Div -> Slice chains)
+    nodes = onnx.load(str(path)).graph.node
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for index, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, index))
+    shape_nodes = [node for node in nodes if node.op_type == "Shape"]
+    assert any(node.op_type == "Resize" for node in nodes) and shape_nodes
+    for start in shape_nodes:
+        stack, seen = list(start.output), set()
+        while stack:
+            for node, index in consumers.get(stack.pop(), []):
+                if (node.op_type, index) in SHAPE_USES:
+                    continue
+                assert node.op_type in SHAPE_OPS, f"{start.name} feeds input {index} of {node.op_type} {node.name}"
+                if node.name not in seen:
+                    seen.add(node.name)
+                    stack.extend(node.output)
+
+
+def _level(ort_net: OnnxRuntimeNetwork):
+    return ort_net.session.get_session_options().graph_optimization_level
 
 
 def _inputs() -> list[torch.Tensor]:
@@ -69,10 +104,16 @@ def test_onnx_export_and_onnx_runtime_inference(tmp_path, checkpoint):
     onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
                 config_file=str(INFERENCE), use_trace=True, converter_kwargs={"dynamo": False, **DYNAMIC})
     _assert_norms_without_transposes(path)
+    _assert_shapes_only_for_resizes(path)
     ort_net, eager = OnnxRuntimeNetwork(path), _eager(checkpoint)
+    # the blocked layout of the highest level is a choice, not the default (see OnnxRuntimeNetwork)
+    ort_all = OnnxRuntimeNetwork(path, graph_optimization_level="all")
+    assert _level(ort_net) == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert _level(ort_all) == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     with torch.no_grad():
         for x in _inputs():
             torch.testing.assert_close(ort_net(x), eager(x), rtol=1e-3, atol=1e-3)
+            torch.testing.assert_close(ort_all(x), eager(x), rtol=1e-3, atol=1e-3)
 
     (tmp_path / "in").mkdir()
     Image.fromarray(lesion_image(180, 300)).save(tmp_path / "in" / "a.png")
@@ -83,7 +124,10 @@ def test_onnx_export_and_onnx_runtime_inference(tmp_path, checkpoint):
         runtime = {"config_file": INFERENCE_ONNX, "onnx_path": str(path)} if use_onnx else {"ckpt_path": str(checkpoint)}
         wf = inference_workflow(dataset_dir=str(tmp_path / "in"), output_dir=str(out), save_probabilities=True,
                                 **runtime)
-        assert isinstance(wf.parser.get_parsed_content("network"), OnnxRuntimeNetwork) == use_onnx
+        network = wf.parser.get_parsed_content("network")
+        assert isinstance(network, OnnxRuntimeNetwork) == use_onnx
+        if use_onnx:
+            assert _level(network) == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         wf.run()
         wf.finalize()
         probs.append([np.asarray(Image.open(out / f"{n}_prob.png"), dtype=int) for n in ("a", "b")])
@@ -118,6 +162,20 @@ def _spinning(ort_net: OnnxRuntimeNetwork) -> str | None:
         return options.get_session_config_entry("session.intra_op.allow_spinning")
     except RuntimeError:  # ONNX Runtime raises for a key that was never set: its default (spinning) applies
         return None
+
+
+def test_onnx_optimization_level_from_the_config(tmp_path, checkpoint):
+    path = tmp_path / "model.onnx"
+    onnx_export("network_def", filepath=str(path), ckpt_file=str(checkpoint), meta_file=str(META),
+                config_file=str(INFERENCE), use_trace=True, converter_kwargs={"dynamo": False})
+    (tmp_path / "in").mkdir()
+    Image.fromarray(lesion_image(64, 64)).save(tmp_path / "in" / "a.png")
+    wf = inference_workflow(dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out"),
+                            config_file=INFERENCE_ONNX,
+                            onnx_path=str(path), onnx_optimization_level="basic")
+    assert _level(wf.parser.get_parsed_content("network")) == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with pytest.raises(ValueError, match=r"graph_optimization_level must be one of .*'extended'.*got 'fastest'"):
+        OnnxRuntimeNetwork(path, graph_optimization_level="fastest")
 
 
 def test_missing_onnx_model_says_how_to_export(tmp_path):

@@ -53,6 +53,7 @@ class GAB(nn.Module):
             raise ValueError(f"GAB low_channels must be a positive multiple of 4, got {low_channels}.")
         if len(dilations) != 4:
             raise ValueError(f"GAB needs 4 dilation rates (one per group), got {tuple(dilations)}.")
+        self.quarter = low_channels // 4  # channels of each of the four groups
         self.pre_project = nn.Conv2d(high_channels, low_channels, 1)
         group = low_channels // 2 + mask_channels
         for i, d in enumerate(dilations):
@@ -74,8 +75,8 @@ class GAB(nn.Module):
         """
         xh = self.pre_project(xh)
         xh = F.interpolate(xh, size=[xl.shape[2], xl.shape[3]], mode="bilinear", align_corners=True)
-        hs = torch.chunk(xh, 4, dim=1)
-        ls = torch.chunk(xl, 4, dim=1)
+        hs = torch.split(xh, self.quarter, dim=1)
+        ls = torch.split(xl, self.quarter, dim=1)
         x0 = self.g0(torch.cat([hs[0], ls[0], mask], dim=1))
         x1 = self.g1(torch.cat([hs[1], ls[1], mask], dim=1))
         x2 = self.g2(torch.cat([hs[2], ls[2], mask], dim=1))

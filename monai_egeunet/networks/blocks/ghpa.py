@@ -84,8 +84,8 @@ class GHPA(nn.Module):
         # (1, 1, C, n) resized to (C, L) is a 1D signal of C channels for the depthwise separable Conv1d
         p_zx = F.interpolate(self.params_zx, size=[c, height], mode="bilinear", align_corners=True)
         p_zy = F.interpolate(self.params_zy, size=[c, width], mode="bilinear", align_corners=True)
-        a_zx = self.conv_zx(p_zx[0]).view(1, c, height, 1)
-        a_zy = self.conv_zy(p_zy[0]).view(1, c, 1, width)
+        a_zx = self.conv_zx(p_zx[0]).unsqueeze(3)
+        a_zy = self.conv_zy(p_zy[0]).unsqueeze(2)
         return a_xy, a_zx, a_zy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,7 @@ class GHPA(nn.Module):
         Returns:
             ``(B, out_channels, H, W)``.
         """
-        x1, x2, x3, x4 = torch.chunk(self.norm1(x), 4, dim=1)
+        x1, x2, x3, x4 = torch.split(self.norm1(x), self.group_channels, dim=1)
         a_xy, a_zx, a_zy = self.attention(x.shape[2], x.shape[3])
         x = torch.cat([x1 * a_xy, x2 * a_zx, x3 * a_zy, self.dw(x4)], dim=1)
         return self.ldw(self.norm2(x))

@@ -42,8 +42,9 @@ def channel_layer_norm_across_planes(
     With fewer channels than a SIMD vector holds (8 floats), ``F.layer_norm``'s kernel, which works one row of
     channels at a time, is slow; means over the channel axis are vectorised over positions instead. It is also the
     form exported to ONNX: ONNX's ``LayerNormalization`` normalises trailing axes only, so the channel-last form
-    exports as two ``Transpose`` nodes around it, and those break ONNX Runtime's blocked (NCHWc) convolution layout
-    at every norm; reductions over axis 1 keep it.
+    exports as two ``Transpose`` nodes around it at every norm, which cost ONNX Runtime more than these reductions
+    over axis 1, with or without its blocked (NCHWc) convolution layout. Its shapes come from Python ints, so the
+    export computes none of them at run time.
 
     Args:
         x: a ``(B, C, *spatial)`` tensor.
@@ -61,7 +62,7 @@ def channel_layer_norm_across_planes(
         >>> torch.allclose(y, channel_layer_norm(x, w, b, 1e-6), atol=1e-5)
         True
     """
-    shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+    shape = [-1] + [1] * (x.dim() - 2)
     z = x - x.mean(1, keepdim=True)
     z = z * torch.rsqrt(z.square().mean(1, keepdim=True) + eps)
     return torch.addcmul(bias.view(shape), z, weight.view(shape))
