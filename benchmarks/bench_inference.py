@@ -2,7 +2,7 @@
 loop that does what the original EGE-UNet release does at test time, with this project's network, on the same
 photos (default: the 60 PH2 test photos), measured side by side in one process.
 
-    python benchmarks/bench_inference.py [--images DIR] [--count 60] [--rounds 3] [--ckpt bundle/models/model.pt]
+    python benchmarks/bench_inference.py [--images DIR] [--count 60] [--rounds 5] [--ckpt bundle/models/model.pt]
                                          [--no_options] [--stages]
 
 The plain loop, per photo: PIL load, min-max to [0, 1], bilinear resize of the whole photo to 256x256, one forward
@@ -14,8 +14,9 @@ save; masks only, as the loop (``--measure_lesions false``), the lesion measurem
 startup in every row: it is the time from the first photo's mask to the last one's, divided by the photos in
 between (config parsing, weights loading, the network's inference form, worker start and the first photo are
 startup). Rows are measured in turn, ``--rounds`` times; the table gives each row's median and best round (the
-best is the one least disturbed by other work on a shared machine), and the ratios of both to the plain loop with
-``EGEUNet``. Threads: PyTorch's
+best is the one least disturbed by other work on a shared machine), the ratios of both to the plain loop with
+``EGEUNet``, and the median of the per-round ratios (each round's time over the loop's in the same round, measured
+within seconds of each other: the statistic least moved by a load that changes from round to round). Threads: PyTorch's
 default (``OMP_NUM_THREADS`` or the machine's cores), the same for every row; ONNX Runtime gets as many.
 
 ``--stages`` adds a table of where the defaults' time goes, from one more run of the default row: each transform of
@@ -147,7 +148,7 @@ def main() -> int:
     parser.add_argument("--split", type=Path, default=SHARED / "data" / "ph2_split.json",
                         help="take the 'test' ids of this split from --images (when it exists)")
     parser.add_argument("--count", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ckpt", type=Path, default=REPO_ROOT / "bundle" / "models" / "model.pt")
     parser.add_argument("--no_options", action="store_true", help="only the defaults, not each option's cost")
     parser.add_argument("--stages", action="store_true", help="also where the defaults' time goes, stage by stage")
@@ -216,12 +217,14 @@ def main() -> int:
     print(f"per-image time, {len(sources)} photos from {args.images} (startup excluded), median of {args.rounds} "
           f"interleaved rounds; CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
           f"thread(s), torch {torch.__version__}; weights {args.ckpt}\n")
-    print("| pipeline | ms / image, median (best) | images/s, median | vs the original's loop, median (best) |")
-    print("|---|---|---|---|")
+    print("| pipeline | ms / image, median (best) | images/s, median | vs the original's loop, median (best) "
+          "| vs the loop in the same round, median |")
+    print("|---|---|---|---|---|")
     for name, values in results.items():
         ms, best = statistics.median(values), min(values)
+        paired = statistics.median(v / b for v, b in zip(values, base))
         print(f"| {name} | {ms:.1f} ({best:.1f}) | {1000 / ms:.1f} | {ms / statistics.median(base):.2f}x "
-              f"({best / min(base):.2f}x) |")
+              f"({best / min(base):.2f}x) | {paired:.2f}x |")
     if stages is not None:
         print("\nwhere the defaults' time goes (one more run, all photos; a stage's time includes its MONAI "
               "bookkeeping)\n")
