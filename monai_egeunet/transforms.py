@@ -1,6 +1,7 @@
 """Transforms the bundle needs that MONAI does not have: 3-channel images and binary masks from any file (with
-:func:`convert_pil_mode` for ``PILReader``), 2D images from single-slice volumes, a low-memory min-max scaling, an
-invertible resize of the shortest side, and :func:`mark_no_channel` for MONAI's 2D writers."""
+:func:`convert_pil_mode` for ``PILReader``), 2D images from single-slice volumes, a low-memory min-max scaling (with
+the extremes of the image before a resize, if recorded), an invertible resize of the shortest side, and
+:func:`mark_no_channel` for MONAI's 2D writers."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ __all__ = [
     "EnsureRGBd",
     "BinarizeMaskd",
     "EnsureSpatial2Dd",
+    "RecordIntensityRanged",
     "MinMaxScaled",
     "ResizeShortestSide",
     "ResizeShortestSided",
@@ -96,6 +98,18 @@ class _ItemwiseMapTransform(MapTransform):
 def _plain(img: torch.Tensor) -> torch.Tensor:
     """The plain tensor of a ``MetaTensor`` (the same memory), or ``img``."""
     return img.as_tensor() if isinstance(img, MetaTensor) else img
+
+
+def _extremes(img: torch.Tensor) -> tuple[float, float]:
+    """The minimum and maximum of ``img`` (a plain or ``MetaTensor``)."""
+    data = _plain(img)
+    # a permuted view (a reader's (W, H, C) array made channel-first) is reduced in its memory order: the same
+    # values, without PyTorch's strided path, which is an order of magnitude slower on an 8-bit photo
+    order = sorted(range(data.ndim), key=lambda d: -data.stride(d))
+    if data.permute(order).is_contiguous():
+        data = data.permute(order)
+    lo, hi = data.aminmax()
+    return float(lo), float(hi)
 
 
 def _source(img: torch.Tensor, key: Hashable) -> Hashable:
@@ -195,19 +209,59 @@ class EnsureSpatial2Dd(_ItemwiseMapTransform):
         return img
 
 
+#: the metadata key of :class:`RecordIntensityRanged` and :class:`MinMaxScaled`
+INTENSITY_RANGE_KEY = "intensity_range"
+
+
+class RecordIntensityRanged(_ItemwiseMapTransform):
+    """Records each image's minimum and maximum in its metadata (``meta[meta_key] = [min, max]``), for a
+    :class:`MinMaxScaled` after a resize to scale with the extremes of the image as it was read.
+
+    Min-max scaling and anti-aliased resizing commute (a resize is a weighted mean, its weights summing to one), so
+    the photo can be shrunk first, in 8 bits, and the small result scaled: the same image as scaling first, within
+    a grey level, without a full-size float copy. The extremes must be those of the photo, not of the shrunk image
+    (shrinking averages isolated extreme pixels away, which would change the scaling).
+
+    Args:
+        keys: keys of the images (``MetaTensor``s, returned as they are with one more metadata key; plain tensors
+            have no metadata and are left as they are).
+        meta_key: the metadata key to record ``[min, max]`` under.
+        allow_missing_keys: do not raise for a missing key.
+
+    Example::
+
+        >>> x = MetaTensor(torch.tensor([[[3, 64], [128, 200]]], dtype=torch.uint8))
+        >>> RecordIntensityRanged("image")({"image": x})["image"].meta["intensity_range"]
+        [3.0, 200.0]
+    """
+
+    def __init__(self, keys: KeysCollection, meta_key: str = INTENSITY_RANGE_KEY,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.meta_key = meta_key
+
+    def convert(self, img: torch.Tensor, key: Hashable) -> torch.Tensor:
+        if isinstance(img, MetaTensor):
+            # an 8-bit photo's extremes are found several times faster than its float copy's
+            img.meta[self.meta_key] = list(_extremes(img))
+        return img
+
+
 class MinMaxScaled(_ItemwiseMapTransform):
     """Per-image min-max scaling to ``[minv, maxv]``, as ``ScaleIntensityd(minv=minv, maxv=maxv)`` does, computed in
     place on a single float copy of the image.
 
     ``ScaleIntensityd``'s expression creates three or four full-size float temporaries: about 1 GB more for a
-    24-megapixel RGB photo, which inference would otherwise hold just to shrink the image to 256 pixels right after.
-    A constant image becomes ``minv`` everywhere (``ScaleIntensityd`` makes it ``0``; they agree for ``minv=0``).
+    24-megapixel RGB photo. A constant image becomes ``minv`` everywhere (``ScaleIntensityd`` makes it ``0``; they
+    agree for ``minv=0``). With ``range_key``, the extremes are those :class:`RecordIntensityRanged` recorded in the
+    image's metadata before a resize (the image's own when there is no record).
 
     Args:
         keys: keys of the images.
         minv: value of the image minimum after scaling.
         maxv: value of the image maximum after scaling.
         dtype: output floating-point type.
+        range_key: the metadata key of recorded ``[min, max]`` extremes to scale with, or None for the image's own.
         allow_missing_keys: do not raise for a missing key.
 
     Example::
@@ -224,21 +278,24 @@ class MinMaxScaled(_ItemwiseMapTransform):
         minv: float = 0.0,
         maxv: float = 1.0,
         dtype: torch.dtype = torch.float32,
+        range_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.minv = float(minv)
         self.maxv = float(maxv)
         self.dtype = dtype
+        self.range_key = range_key
 
     def convert(self, img: torch.Tensor, key: Hashable) -> torch.Tensor:
         if not isinstance(img, torch.Tensor):
             img = torch.as_tensor(img)
+        recorded = getattr(img, "meta", {}).get(self.range_key) if self.range_key is not None else None
         # the extremes of the image as stored (an 8-bit photo's are found several times faster than its float
         # copy's), then one new tensor, never the caller's (a cached dataset item must not change), in the input's
         # memory layout: a reader's (W, H, C) array made channel-first is a channels-last view, and converting it
         # in place of copying it to planes saves a pass that PyTorch's resizing does not need
-        lo, hi = (float(v) for v in _plain(img).aminmax())
+        lo, hi = (float(v) for v in recorded) if recorded is not None else _extremes(img)
         if hi <= lo:
             return torch.full_like(img, self.minv, dtype=self.dtype)
         out = img.to(self.dtype, copy=True)
@@ -259,7 +316,8 @@ class ResizeShortestSide(Resize):
 
     Shrinking uses ``downsample_mode``: ``"antialias"`` is bilinear interpolation with PyTorch's anti-aliasing
     (``interpolate(..., antialias=True)``: each output pixel a triangle-weighted mean of the input pixels it
-    covers, computed in two separable passes, as PIL resizes); ``"area"`` is the plain mean of the pixels covered
+    covers, computed in two separable passes, as PIL resizes), on 8-bit images in 8 bits when ``dtype`` is None
+    (rounded to whole levels, as PIL does; no full-size float copy); ``"area"`` is the plain mean of the pixels covered
     (adaptive average pooling, several times slower on a CPU for a non-integer factor); any other mode is MONAI's,
     optionally after its Gaussian ``anti_aliasing`` filter (which needs several full-size float copies of a
     24-megapixel photo). Enlarging uses ``mode``. Invertible like ``Resize`` (e.g. with ``Invertd``): the inverse
@@ -274,7 +332,9 @@ class ResizeShortestSide(Resize):
         align_corners: see :class:`~monai.transforms.Resize`.
         anti_aliasing: Gaussian smoothing before shrinking with a MONAI mode other than ``"area"``.
         anti_aliasing_sigma: see :class:`~monai.transforms.Resize`.
-        dtype: data type of the computation (float32 by default; None keeps the input's).
+        dtype: data type of the computation and of the result (float32 by default). None keeps the input's where
+            the computation has it: floating types, and 8-bit images shrunk with ``"antialias"``; other types are
+            computed in float32. The inverse (e.g. of a probability map) is computed in float32 after an 8-bit shrink.
         lazy: lazy execution, see MONAI's lazy resampling.
 
     Raises:
@@ -343,6 +403,10 @@ class ResizeShortestSide(Resize):
         lazy_ = self.lazy if lazy is None else lazy
         align_corners_ = self.align_corners if align_corners is None else align_corners
         dtype_ = get_equivalent_dtype(dtype or self.dtype or img.dtype, torch.Tensor)
+        if mode_ == "antialias" and not lazy_ and dtype_ == torch.uint8:
+            return self._shrink_antialiased(img, size, inverse_mode, align_corners_, dtype_)
+        if not dtype_.is_floating_point:
+            dtype_ = torch.float32
         if mode_ == "antialias":
             if not lazy_:
                 return self._shrink_antialiased(img, size, inverse_mode, align_corners_, dtype_)
@@ -382,8 +446,9 @@ class ResizeShortestSide(Resize):
             img,
             sp_size=size,
             affine=scale_affine(orig_size, size, align_corners=bool(align_corners)),
+            # the inverse resizes what the network made of the image (probabilities): in float, whatever the shrink's
             extra_info={"mode": inverse_mode, "align_corners": TraceKeys.NONE if align_corners is None else align_corners,
-                        "dtype": str(dtype)[6:], "new_dim": 0},
+                        "dtype": str(dtype if dtype.is_floating_point else torch.float32)[6:], "new_dim": 0},
             orig_size=orig_size,
             transform_info=self.get_transform_info(),
             lazy=False,
@@ -391,7 +456,7 @@ class ResizeShortestSide(Resize):
         data = _plain(img).to(dtype)
         resized = torch.nn.functional.interpolate(data[None], size=size, mode="bilinear", align_corners=align_corners,
                                                   antialias=True)[0]
-        out = convert_to_dst_type(resized, img, dtype=torch.float32)[0]
+        out = convert_to_dst_type(resized, img, dtype=dtype)[0]
         return out.copy_meta_from(meta_info) if isinstance(out, MetaTensor) else out  # type: ignore[no-any-return]
 
     def inverse_transform(self, data: torch.Tensor, transform: Mapping) -> torch.Tensor:
@@ -413,7 +478,8 @@ class ResizeShortestSided(Resized):
         align_corners: one per key or one for all.
         anti_aliasing: one per key or one for all.
         anti_aliasing_sigma: one per key or one for all.
-        dtype: one per key or one for all.
+        dtype: one per key or one for all; None keeps an 8-bit photo in 8 bits for the anti-aliased shrink (see
+            :class:`ResizeShortestSide`).
         allow_missing_keys: do not raise for a missing key.
         lazy: lazy execution, see MONAI's lazy resampling.
 
@@ -448,4 +514,5 @@ class ResizeShortestSided(Resized):
             lazy=lazy,
         )
         # Resized's __call__ and inverse go through self.resizer
-        self.resizer = ResizeShortestSide(spatial_size, downsample_mode=downsample_mode, lazy=lazy)
+        # (its own dtype None: each call passes the key's, and None there keeps the input's)
+        self.resizer = ResizeShortestSide(spatial_size, downsample_mode=downsample_mode, dtype=None, lazy=lazy)

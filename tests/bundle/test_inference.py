@@ -26,7 +26,13 @@ from monai_egeunet.inference import InferenceInputs
 from monai_egeunet.inferers import FlipTTAInferer
 from monai_egeunet.networks import FusedEGEUNet
 from monai_egeunet.provenance import write_provenance
-from monai_egeunet.transforms import MinMaxScaled, ResizeShortestSide, ResizeShortestSided, convert_pil_mode
+from monai_egeunet.transforms import (
+    MinMaxScaled,
+    RecordIntensityRanged,
+    ResizeShortestSide,
+    ResizeShortestSided,
+    convert_pil_mode,
+)
 from tests.bundle.conftest import INFERENCE, DarkIsLesion, dark_mask, inference_workflow, lesion_image
 from tests.utils import PH2_DIR, require
 
@@ -134,6 +140,71 @@ def test_channels_last_photo_is_scaled_and_shrunk_without_a_plane_copy():
     assert torch.equal(shrunk, shrunk_planar)
     assert [op["class"] for op in shrunk.applied_operations] == ["ResizeShortestSide"]
     assert torch.equal(resize.inverse({"image": shrunk})["image"], resize.inverse({"image": shrunk_planar})["image"])
+
+
+def test_eight_bit_photo_is_shrunk_in_eight_bits():
+    # dtype None: an 8-bit photo is shrunk by PyTorch's 8-bit anti-aliased kernel (no full-size float copy), within a
+    # grey level of the float computation; its record inverts a probability map in float, not in 8 bits
+    x = MetaTensor(torch.randint(0, 256, (400, 300, 3), dtype=torch.uint8)).permute(2, 0, 1)
+    pre = Compose([ResizeShortestSided("image", 64, downsample_mode="antialias", dtype=None)])
+    d = pre({"image": x})
+    shrunk = d["image"]
+    assert shrunk.dtype == torch.uint8 and shrunk.shape == (3, 85, 64)
+    plain = x.as_tensor()[None]
+    assert torch.equal(shrunk.as_tensor(), torch.nn.functional.interpolate(plain, (85, 64), mode="bilinear",
+                                                                             antialias=True)[0])
+    in_float = torch.nn.functional.interpolate(plain.float(), (85, 64), mode="bilinear", antialias=True)[0]
+    assert (shrunk.as_tensor().float() - in_float).abs().max() <= 1.5
+    d["pred"] = MetaTensor(torch.linspace(0, 1, 64).repeat(85, 1)[None])
+    out = Invertd("pred", pre, orig_keys="image", nearest_interp=False)(d)["pred"]
+    assert out.dtype == torch.float32 and tuple(out.shape) == (1, 400, 300)
+    assert len(torch.unique(out[0, 200])) > 100  # not rounded to 8 bits
+    # types the 8-bit kernel does not take are computed in float32; floating types are kept
+    keep = ResizeShortestSided("image", 64, downsample_mode="antialias", dtype=None)
+    grey = torch.randint(0, 256, (1, 100, 90), dtype=torch.uint8).repeat(3, 1, 1)  # EnsureRGBd's planar copy
+    assert keep({"image": grey})["image"].dtype == torch.uint8
+    assert keep({"image": torch.randint(0, 4096, (3, 100, 90), dtype=torch.int32)})["image"].dtype == torch.float32
+    assert keep({"image": torch.rand(3, 100, 90, dtype=torch.float64)})["image"].dtype == torch.float64
+    area = ResizeShortestSided("image", 64, downsample_mode="area", dtype=None)
+    assert area({"image": torch.randint(0, 256, (3, 100, 90), dtype=torch.uint8)})["image"].dtype == torch.float32
+    # the default stays float32
+    assert ResizeShortestSided("image", 64, downsample_mode="antialias")({"image": x})["image"].dtype == torch.float32
+
+
+def test_inference_preprocessing_shrinks_in_eight_bits_and_scales_with_the_photos_extremes():
+    # configs/inference.json: the photo's extremes recorded, the photo shrunk in 8 bits, then min-max scaled with
+    # those extremes: within a grey level of scaling first and shrinking in float (what ScaleIntensityd + a float
+    # resize give), and not the shrunk image's own extremes (which an isolated extreme pixel would change)
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(INFERENCE))
+    pixels = torch.randint(40, 200, (700, 520, 3), dtype=torch.uint8)
+    pixels[10, 10], pixels[300, 300] = 0, 255  # single extreme pixels, averaged away by the shrink
+    # what a reader gives for a 520x700 (H x W) RGB photo: (W, H, C)
+    after_loading = Compose(parser.get_parsed_content("preprocessing").transforms[1:])
+    out = after_loading({"image": MetaTensor(pixels, meta={"original_channel_dim": -1})})["image"]
+    # 700 * 256 / 520 = 344.6: 345 rows, padded to 352 by reflection
+    assert out.dtype == torch.float32 and out.shape == (3, 352, 256)
+    assert [op["class"] for op in out.applied_operations] == ["ResizeShortestSide", "DivisiblePad"]
+    assert out.meta["intensity_range"] == [0.0, 255.0]
+    in_float = torch.nn.functional.interpolate(pixels.permute(2, 0, 1)[None].float() / 255, (345, 256),
+                                               mode="bilinear", antialias=True)[0]
+    assert (out.as_tensor()[:, 3:348] - in_float).abs().max() <= 1.01 / 255
+    assert float(out.min()) > 0.1 and float(out.max()) < 0.9  # the photo's extremes, not the shrunk image's
+
+
+def test_min_max_scaled_with_recorded_range():
+    x = MetaTensor(torch.tensor([[[3, 64], [128, 200]]], dtype=torch.uint8))
+    recorded = RecordIntensityRanged("image")({"image": x})["image"]
+    assert recorded.meta["intensity_range"] == [3.0, 200.0] and torch.equal(recorded, x)
+    recorded.meta["intensity_range"] = [0.0, 255.0]  # as if recorded before a shrink
+    scaled = MinMaxScaled("image", range_key="intensity_range")({"image": recorded})["image"]
+    assert torch.allclose(scaled.as_tensor(), x.as_tensor().float() / 255)
+    # without a record (a plain tensor, or a key not recorded): the image's own extremes
+    own = MinMaxScaled("image", range_key="intensity_range")({"image": x.as_tensor()})["image"]
+    assert float(own.min()) == 0.0 and float(own.max()) == 1.0
+    assert RecordIntensityRanged("image")({"image": x.as_tensor()})["image"] is not None
 
 
 def test_min_max_scaled_constant_image_is_minv():
