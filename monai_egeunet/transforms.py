@@ -403,9 +403,8 @@ class ResizeShortestSide(Resize):
         lazy_ = self.lazy if lazy is None else lazy
         align_corners_ = self.align_corners if align_corners is None else align_corners
         dtype_ = get_equivalent_dtype(dtype or self.dtype or img.dtype, torch.Tensor)
-        if mode_ == "antialias" and not lazy_ and dtype_ == torch.uint8:
-            return self._shrink_antialiased(img, size, inverse_mode, align_corners_, dtype_)
-        if not dtype_.is_floating_point:
+        # PyTorch's anti-aliased kernel takes 8-bit images; everything else is resized in a floating type
+        if not dtype_.is_floating_point and not (mode_ == "antialias" and not lazy_ and dtype_ == torch.uint8):
             dtype_ = torch.float32
         if mode_ == "antialias":
             if not lazy_:
