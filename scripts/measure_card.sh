@@ -7,7 +7,8 @@
 #   - the same weights on the 212 validation images (scripts/compare_weights.py), and the inference option sets with
 #     stage 1's model (scripts/select_inference_options.py);
 #   - the lesion measurements against PH2's experts (scripts/ph2_criteria_agreement.py) and the card's overlays of
-#     the worst and typical test images (scripts/card_overlays.py, into bundle/docs/images);
+#     the worst and typical test images (scripts/card_overlays.py, into bundle/docs/images; when a different image
+#     becomes a worst or typical one, delete the old picture and update the card's links);
 #   - the results table, printed, and eval_metrics of configs/metadata.json from the shipped weights' test figures.
 #   bash scripts/measure_card.sh [ISIC_DIR] [PH2_DIR] [OUT]
 # Every step is skipped when its output exists: run it again after an interruption; delete OUT to measure anew.
