@@ -3,17 +3,19 @@ one interleaved run.
 
     python benchmarks/bench_depthwise.py [--repeats 21] [--size 256]
 
-For each GAB's pair of groups (``low_channels / 2 + 1`` channels each, at its stage's resolution for a ``size`` x
-``size`` input, batch 1 and 8), with each group's layer-norm affine applied first as in
-:class:`monai_egeunet.networks.FusedEGEUNet`:
+For each GAB of the default EGEUNet (four groups of ``low_channels / 2 + 1`` channels, dilations 1, 2, 5 and 7, at
+its stage's resolution for a ``size`` x ``size`` input, batch 1 and 8), from the groups' layer-normalised,
+channel-first ``(B, 4, G, H, W)`` planes, with each group's affine applied first, to the four convolutions' outputs,
+channel-first, which the bridge's tail reduces over:
 
-* ``two calls, channels-last``: one call per group on a channels-last map;
-* ``two calls, channel-first``: the same on channel-first maps;
-* ``one call``: both groups in one depthwise convolution whose kernel holds both kernels spread by their dilations
-  (``monai_egeunet.networks.nets.fused._merged_depthwise``): 5x5 for dilations 1 and 2, 15x15 for 5 and 7.
+* ``oneDNN, channels-last``: one ``F.conv2d`` per group on a channels-last copy of its planes (the layout oneDNN's
+  depthwise convolutions are fastest in), copied back into the channel-first output;
+* ``oneDNN, channel-first``: one ``F.conv2d`` per group on its channel-first planes;
+* ``shifted multiply-adds``: what :class:`monai_egeunet.networks.FusedEGEUNet` runs: the planes written into the
+  interior of a zero-bordered map, then one multiply-add per kernel tap and pair of groups
+  (``monai_egeunet.networks.nets.fused._add_shifted_taps``).
 
-The inference form merges the pair (1, 2) and keeps 5 and 7 apart. The table gives median milliseconds per pair and
-the ratios to the first column.
+The table gives median milliseconds per bridge and the ratios to the first column.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from monai_egeunet.networks.nets.fused import _merged_depthwise
+from monai_egeunet.networks.blocks import GAB
+from monai_egeunet.networks.nets.fused import _add_shifted_taps, _FusedGAB
 
-#: (group channels, stride of the stage) of the five bridges of the default EGEUNet (features 8 ... 64)
-BRIDGES = [(5, 2), (9, 4), (13, 8), (17, 16), (25, 32)]
+#: (high-level channels, low-level channels, stride of the stage) of the five bridges of the default EGEUNet
+BRIDGES = [(16, 8, 2), (24, 16, 4), (32, 24, 8), (48, 32, 16), (64, 48, 32)]
 
 
 def main() -> None:
@@ -38,53 +40,52 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"median ms per pair of groups, {torch.get_num_threads()} thread(s), torch {torch.__version__}\n")
-    print("| batch | group channels | H x W | dilations | two calls, channels-last | two calls, channel-first (ratio) "
-          "| one call (ratio) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"median ms per bridge (four groups), {torch.get_num_threads()} thread(s), torch {torch.__version__}\n")
+    print("| batch | group channels | H x W | oneDNN, channels-last | oneDNN, channel-first (ratio) "
+          "| shifted multiply-adds (ratio) |")
+    print("|---|---|---|---|---|---|")
     with torch.no_grad():
         for batch in (1, 8):
-            for channels, stride in BRIDGES:
+            for high, low, stride in BRIDGES:
+                bridge = GAB(high, low).eval()
+                fused = _FusedGAB(bridge)
+                convs = [getattr(bridge, f"g{i}")[1] for i in range(4)]
                 h = w = args.size // stride
-                z = torch.rand(batch, 2 * channels, h, w)
-                scale, shift = torch.rand(1, 2 * channels, 1, 1), torch.rand(1, 2 * channels, 1, 1)
-                for pair in ((1, 2), (5, 7)):
-                    convs = [nn.Conv2d(channels, channels, 3, padding=d, dilation=d, groups=channels) for d in pair]
-                    merged = _merged_depthwise(convs)
+                z = torch.rand(batch, 4, low // 2 + 1, h, w)
+                g, p = z.shape[2], fused.pad
 
-                    def affine(zs: torch.Tensor, s: slice, layout: torch.memory_format) -> torch.Tensor:
-                        return torch.addcmul(shift[:, s], zs, scale[:, s]).contiguous(memory_format=layout)
+                def per_group(layout: torch.memory_format) -> torch.Tensor:
+                    y = torch.empty_like(z)
+                    for i, conv in enumerate(convs):
+                        zi = torch.addcmul(fused.group_bias[:, i], z[:, i], fused.group_weight[:, i])
+                        y[:, i] = conv(zi.contiguous(memory_format=layout))
+                    return y
 
-                    def separate(layout: torch.memory_format) -> torch.Tensor:
-                        y = torch.empty_like(z)
-                        for i, conv in enumerate(convs):
-                            s = slice(i * channels, (i + 1) * channels)
-                            y[:, s] = conv(affine(z[:, s], s, layout))
-                        return y
+                def shifted() -> torch.Tensor:
+                    padded = z.new_zeros((batch, 4, g, h + 2 * p, w + 2 * p))
+                    inner = torch.addcmul(fused.group_bias, z, fused.group_weight, out=padded[..., p : p + h, p : p + w])
+                    return _add_shifted_taps(torch.addcmul(fused.conv_bias, inner, fused.centre), padded, fused.taps, p)
 
-                    def one_call() -> torch.Tensor:
-                        return F.conv2d(affine(z, slice(None), torch.channels_last), **merged)
-
-                    ways = (
-                        ("last", lambda: separate(torch.channels_last)),
-                        ("first", lambda: separate(torch.contiguous_format)),
-                        ("one", one_call),
-                    )
-                    reference = ways[0][1]()
-                    for _, fn in ways[1:]:
-                        torch.testing.assert_close(fn(), reference, rtol=1e-4, atol=1e-4)
-                    times: dict[str, list[float]] = {name: [] for name, _ in ways}
-                    for _ in range(3):
-                        for _, fn in ways:
-                            fn()
-                    for _ in range(args.repeats):
-                        for name, fn in ways:
-                            t0 = time.perf_counter()
-                            fn()
-                            times[name].append(1000 * (time.perf_counter() - t0))
-                    last, first, one = (statistics.median(times[name]) for name, _ in ways)
-                    print(f"| {batch} | {channels} | {h} x {w} | {pair[0]}, {pair[1]} | {last:.3f} | {first:.3f} "
-                          f"({first / last:.2f}) | {one:.3f} ({one / last:.2f}) |")
+                ways = (
+                    ("last", lambda: per_group(torch.channels_last)),
+                    ("first", lambda: per_group(torch.contiguous_format)),
+                    ("shifted", shifted),
+                )
+                reference = ways[0][1]()
+                for _, fn in ways[1:]:
+                    torch.testing.assert_close(fn(), reference, rtol=1e-4, atol=1e-4)
+                times: dict[str, list[float]] = {name: [] for name, _ in ways}
+                for _ in range(3):
+                    for _, fn in ways:
+                        fn()
+                for _ in range(args.repeats):
+                    for name, fn in ways:
+                        t0 = time.perf_counter()
+                        fn()
+                        times[name].append(1000 * (time.perf_counter() - t0))
+                last, first, shift = (statistics.median(times[name]) for name, _ in ways)
+                print(f"| {batch} | {g} | {h} x {w} | {last:.3f} | {first:.3f} ({first / last:.2f}) "
+                      f"| {shift:.3f} ({shift / last:.2f}) |")
 
 
 if __name__ == "__main__":

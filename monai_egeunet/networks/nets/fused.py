@@ -48,26 +48,31 @@ def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
 
 
-def _merged_depthwise(convs: Sequence[nn.Conv2d]) -> dict:
-    """``F.conv2d`` arguments of one depthwise convolution doing what the size-keeping depthwise ``convs`` do on their
-    channels side by side: their kernels, spread by their dilations, centred in one kernel of the largest extent."""
-    if len(convs) == 1:
-        conv = convs[0]
-        return {"weight": conv.weight, "bias": conv.bias, "padding": conv.padding, "dilation": conv.dilation,
-                "groups": conv.groups}
-    extent = [max((c.kernel_size[a] - 1) * c.dilation[a] + 1 for c in convs) for a in (0, 1)]
-    channels = sum(c.out_channels for c in convs)
-    weight = convs[0].weight.new_zeros((channels, 1, extent[0], extent[1]))
-    start = 0
-    for c in convs:
-        (kh, kw), (dh, dw) = c.kernel_size, c.dilation
-        oh, ow = (extent[0] - (kh - 1) * dh - 1) // 2, (extent[1] - (kw - 1) * dw - 1) // 2
-        stop = start + c.out_channels
-        weight[start:stop, :, oh : oh + (kh - 1) * dh + 1 : dh, ow : ow + (kw - 1) * dw + 1 : dw] = c.weight
-        start = stop
-    bias = torch.cat([c.bias for c in convs])
-    return {"weight": weight, "bias": bias, "padding": (extent[0] // 2, extent[1] // 2), "dilation": 1,
-            "groups": channels}
+def _add_shifted_taps(
+    out: torch.Tensor, padded: torch.Tensor, taps: Sequence[tuple[int, tuple[tuple[int, int], ...], torch.Tensor]],
+    pad: int,
+) -> torch.Tensor:
+    """Adds to ``out`` ``(B, N, G, H, W)`` the off-centre taps of depthwise convolutions of the planes of ``padded``,
+    a contiguous ``(B, N, G, H + 2 pad, W + 2 pad)`` tensor (the maps in its interior, zeros on its border), two
+    groups a call.
+
+    Each tap is ``(first group i, ((dy, dx) of group i, (dy, dx) of group i + 1), weights (1, 2, G, 1, 1))``: the
+    window of group ``j`` shifted by its ``(dy, dx)`` times its weights. The two windows lie a fixed distance apart
+    in memory (positive: no shift is wider than the border), so one strided view holds both. Taps whose windows both
+    lie wholly on the border add nothing and are skipped.
+
+    Returns:
+        ``out``, added to in place.
+    """
+    b, n, g, hp, wp = padded.shape
+    h, w, base = hp - 2 * pad, wp - 2 * pad, padded.storage_offset()
+    for i, offsets, weight in taps:
+        if all(abs(dy) >= h or abs(dx) >= w for dy, dx in offsets):
+            continue
+        s0, s1 = (base + (i + j) * g * hp * wp + (pad + dy) * wp + pad + dx for j, (dy, dx) in enumerate(offsets))
+        window = padded.as_strided((b, 2, g, h, w), (n * g * hp * wp, s1 - s0, hp * wp, wp, 1), s0)
+        out[:, i : i + 2].addcmul_(window, weight)
+    return out
 
 
 class _FusedGHPA(nn.Module):
@@ -135,19 +140,21 @@ class _FusedGHPA(nn.Module):
 
 
 class _FusedGAB(nn.Module):
-    """A :class:`GAB` bridge computed on channel-first groups, with its tail layer norm applied after the tail's
+    """A :class:`GAB` bridge computed on channel-first planes, with its tail layer norm applied after the tail's
     pointwise convolution.
 
-    The four groups ``[xh_i, xl_i, mask]`` are gathered by one concatenation into a ``(B, 4, G, H, W)`` map and
-    layer-normalised together in place (reductions across the channel planes, vectorised over positions, where
-    ``F.layer_norm`` would run one short row per position). For the tail, with ``y`` centred over its channels and
-    ``r = 1 / std``, ``W ((y r) g + b) + c = (W diag(g) y) r + (W b + c)``: the projection runs on the centred
-    map and the scaling by ``r`` on its ``low_channels`` outputs.
+    The four groups ``[xh_i, xl_i, mask]`` are gathered by one concatenation into the interior of a zero-bordered
+    ``(B, 4, G, H + 2p, W + 2p)`` map and layer-normalised there in place (reductions across the channel planes,
+    vectorised over positions, where ``F.layer_norm`` would run one short row per position). Each group's dilated
+    depthwise convolution is then a sum of shifted multiply-adds over those planes, one per kernel tap, the zero
+    border standing for the convolution's zero padding; two groups share each multiply-add
+    (:func:`_add_shifted_taps`). oneDNN's depthwise convolutions want channels-last maps, and so a layout copy on
+    the way in and out; ``benchmarks/bench_depthwise.py`` compares the two bridge by bridge: on the few channels of
+    a group the multiply-adds cost less on all but the largest maps.
 
-    Adjacent groups of dilation 1 and 2 (the first two in the paper) run as one depthwise convolution: each 3x3
-    kernel is written, spread by its dilation, into one 5x5 kernel; zeros elsewhere, so the function is the same.
-    A dense 5x5 kernel over both groups costs less than the two dilated calls (``benchmarks/bench_depthwise.py``);
-    the 11x11 and 15x15 kernels that dilations 5 and 7 would need cost more, so those groups keep their own.
+    For the tail, with ``y`` centred over its channels and ``r = 1 / std``,
+    ``W ((y r) g + b) + c = (W diag(g) y) r + (W b + c)``: the projection runs on the centred map and the scaling
+    by ``r`` on its ``low_channels`` outputs.
     """
 
     def __init__(self, block: GAB) -> None:
@@ -158,25 +165,33 @@ class _FusedGAB(nn.Module):
         self.tail = source.tail_conv
         self.group_eps = source.g0[0].eps
         self.eps = self.tail[0].eps
+        self.pad = max(max(group[1].padding) for group in self.groups)
         self._fold()
 
     def _fold(self) -> None:
         norms = [group[0] for group in self.groups]
-        self.group_weight = torch.cat([n.weight for n in norms]).view(1, -1, 1, 1)
-        self.group_bias = torch.cat([n.bias for n in norms]).view(1, -1, 1, 1)
+        convs = [group[1] for group in self.groups]
+        self.group_weight = torch.stack([n.weight for n in norms]).view(1, 4, -1, 1, 1)
+        self.group_bias = torch.stack([n.bias for n in norms]).view(1, 4, -1, 1, 1)
         norm, conv = self.tail[0], self.tail[1]
         w = conv.weight.flatten(1)
         self.tail_weight = w * norm.weight
         self.tail_bias = torch.addmv(conv.bias, w, norm.bias).view(1, -1, 1, 1)
-        # runs of adjacent groups, each convolved in one call: (first group, number of groups, conv2d arguments)
-        runs: list[tuple[list[int], bool]] = []
-        for i, group in enumerate(self.groups):
-            small = max(group[1].dilation) <= 2
-            if small and runs and runs[-1][1]:
-                runs[-1][0].append(i)
-            else:
-                runs.append(([i], small))
-        self.runs = [(ids[0], len(ids), _merged_depthwise([self.groups[j][1] for j in ids])) for ids, _ in runs]
+        # each kernel tap but the centre as (first group of a pair, the pair's (row, column) offsets, weights);
+        # the centre tap, at the same place in every group (size-keeping odd kernels), of all four groups at once
+        self.taps: list[tuple[int, tuple[tuple[int, int], ...], torch.Tensor]] = []
+        for i in (0, 2):
+            pair = convs[i : i + 2]
+            kh, kw = pair[0].kernel_size
+            for a in range(kh):
+                for b in range(kw):
+                    offsets = tuple((a * c.dilation[0] - c.padding[0], b * c.dilation[1] - c.padding[1]) for c in pair)
+                    if offsets[0] != (0, 0):
+                        weight = torch.stack([c.weight[:, 0, a, b] for c in pair]).view(1, 2, -1, 1, 1)
+                        self.taps.append((i, offsets, weight))
+        self.centre = torch.stack([c.weight[:, 0, c.kernel_size[0] // 2, c.kernel_size[1] // 2] for c in convs])
+        self.centre = self.centre.view(1, 4, -1, 1, 1)
+        self.conv_bias = torch.stack([c.bias for c in convs]).view(1, 4, -1, 1, 1)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         result = super()._apply(fn, recurse)
@@ -187,26 +202,19 @@ class _FusedGAB(nn.Module):
         pre = self.pre_project
         xh = _upsample(_pointwise(xh, pre.weight.flatten(1), pre.bias), xl.shape[2], xl.shape[3])
         b, c, h, w = xl.shape
-        q, k = c // 4, mask.shape[1]
-        # (B, 4, G, H, W): group i is [xh_i, xl_i, mask]; channel-first whatever the inputs' layout
+        q, k, p = c // 4, mask.shape[1], self.pad
+        padded = xl.new_zeros((b, 4, 2 * q + k, h + 2 * p, w + 2 * p))
+        z = padded[..., p : p + h, p : p + w]
+        # group i is [xh_i, xl_i, mask], channel-first whatever the inputs' layout
         masks = mask.reshape(b, 1, k, h, w).expand(b, 4, k, h, w)
-        z = torch.cat([xh.reshape(b, 4, q, h, w), xl.reshape(b, 4, q, h, w), masks], dim=2)
+        torch.cat([xh.reshape(b, 4, q, h, w), xl.reshape(b, 4, q, h, w), masks], dim=2, out=z)
         z.sub_(z.mean(2, keepdim=True))
         z.mul_(z.square().mean(2, keepdim=True).add_(self.group_eps).rsqrt_())
-        g = z.shape[2]
-        # the groups' outputs side by side, channel-first for the reductions across planes and the projection
-        y = torch.empty((b, 4 * g, h, w), dtype=z.dtype, device=z.device)
-        for i, n, conv in self.runs:
-            s = slice(i * g, (i + n) * g)
-            # each run's affine written channels-last, the layout oneDNN's depthwise convolutions are fastest in
-            # (benchmarks/bench_depthwise.py)
-            zi = torch.empty((b, n * g, h, w), dtype=z.dtype, device=z.device, memory_format=torch.channels_last)
-            zs = z[:, i : i + n].reshape(b, n * g, h, w)
-            torch.addcmul(self.group_bias[:, s], zs, self.group_weight[:, s], out=zi)
-            y[:, s] = F.conv2d(zi, **conv)
+        torch.addcmul(self.group_bias, z, self.group_weight, out=z)
+        y = _add_shifted_taps(torch.addcmul(self.conv_bias, z, self.centre), padded, self.taps, p).view(b, -1, h, w)
         y.sub_(y.mean(1, keepdim=True))
         r = (y * y).mean(1, keepdim=True).add_(self.eps).rsqrt_()
-        out = torch.matmul(self.tail_weight, y.view(b, 4 * g, h * w)).view(b, -1, h, w)
+        out = torch.matmul(self.tail_weight, y.view(b, y.shape[1], h * w)).view(b, -1, h, w)
         return torch.addcmul(self.tail_bias, out, r, out=torch.empty_like(out, memory_format=torch.channels_last))
 
 
@@ -221,9 +229,9 @@ class FusedEGEUNet(nn.Module):
     * each GHPA's attention maps, with its first layer norm's scale and shift folded in, are computed once per
       spatial size (on the first input of that size; ``sizes`` computes them at construction) instead of on every
       call; its fourth group's pointwise convolution absorbs that layer norm's affine;
-    * each GAB normalises its four groups together, convolves its groups of dilation 1 and 2 in one call (their
-      kernels merged into one 5x5 kernel), and its tail layer norm's affine is folded into the tail's pointwise
-      convolution;
+    * each GAB normalises its four groups together on channel-first planes, runs their dilated depthwise
+      convolutions as shifted multiply-adds over those planes, and its tail layer norm's affine is folded into the
+      tail's pointwise convolution;
     * pointwise convolutions are matrix products over the channels of the channels-last maps, and 2x2 max pooling
       is two element-wise maxima.
 
