@@ -155,7 +155,7 @@ def package(
     Example::
 
         >>> package(".", weights="runs/ph2/models/model.pt")  # doctest: +SKIP
-        PosixPath('dist/egeunet_skin_lesion_v0.4.3.zip')
+        PosixPath('dist/egeunet_skin_lesion_v0.4.4.zip')
     """
     root = Path(repo_root).resolve()
     weights_path = Path(weights) if weights is not None else root / "bundle" / "models" / "model.pt"
