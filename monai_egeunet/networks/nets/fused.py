@@ -148,9 +148,9 @@ class _FusedGAB(nn.Module):
     vectorised over positions, where ``F.layer_norm`` would run one short row per position). Each group's dilated
     depthwise convolution is then a sum of shifted multiply-adds over those planes, one per kernel tap, the zero
     border standing for the convolution's zero padding; two groups share each multiply-add
-    (:func:`_add_shifted_taps`). oneDNN's depthwise convolutions want channels-last maps, and so a layout copy on
-    the way in and out; ``benchmarks/bench_depthwise.py`` compares the two bridge by bridge: on the few channels of
-    a group the multiply-adds cost less on all but the largest maps.
+    (:func:`_add_shifted_taps`). This spares the layout copies on the way in and out that oneDNN's depthwise
+    convolutions, fastest on channels-last maps, would need here, and their fixed cost per call, which the few
+    channels of a group do not amortise; ``benchmarks/bench_depthwise.py`` compares the two bridge by bridge.
 
     For the tail, with ``y`` centred over its channels and ``r = 1 / std``,
     ``W ((y r) g + b) + c = (W diag(g) y) r + (W b + c)``: the projection runs on the centred map and the scaling
