@@ -19,7 +19,10 @@ What it measures, all at 3 x 256 x 256 inputs, batch 1 and 8:
 The PyTorch runtimes take turns on the same input (interleaved rounds after a warm-up), so a load change on the
 machine hits them alike; ONNX Runtime, which has its own thread pool, takes turns with the yardstick alone in a
 block of its own right after. The table gives median milliseconds per batch, images per second and the ratio to
-the yardstick (median of the per-round ratios to the yardstick of the same block). Where CUDA is available the
+the yardstick: the median of the per-round ratios to the yardstick of the same block and, in brackets, the ratio of
+the two best rounds (each runtime's fastest round over the yardstick's: the rounds least disturbed by other work on
+a shared machine). The exported ONNX graph's node count, before and after ONNX Runtime's optimizations, follows
+the table. Where CUDA is available the
 PyTorch runtimes are timed on the GPU too (synchronised after each call), in rows of their own; elsewhere the
 output says they were skipped.
 
@@ -182,8 +185,23 @@ def _rows(runners: dict[str, Callable], batches: list[int], repeats: int, device
                 times[name], references[name] = block[name], block[YARDSTICK]
         for name, ts in times.items():
             ratio = statistics.median(t / u for t, u in zip(ts, references[name]))
-            rows.append((name, device, batch, statistics.median(ts) * 1e3, batch / statistics.median(ts), ratio))
+            best = min(ts) / min(references[name])
+            rows.append((name, device, batch, statistics.median(ts) * 1e3, batch / statistics.median(ts), ratio, best))
     return rows
+
+
+def _onnx_graph_size(path: Path) -> str:
+    """The exported graph's node count, before and after ONNX Runtime's graph optimizations ("extended")."""
+    import onnx
+    import onnxruntime as ort
+
+    optimized = path.with_name("optimized.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    counts = [len(onnx.load(str(p)).graph.node) for p in (path, optimized)]
+    return f"ONNX graph (dynamic batch, height and width): {counts[0]} nodes exported, {counts[1]} after optimization"
 
 
 def _fixture_check() -> str:
@@ -249,16 +267,19 @@ def main() -> None:
         f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
         f"({platform.machine()}), load average {load:.2f}, input 3x{SIZE}x{SIZE}; {cuda_note}\n"
     )
-    print("| model | device | batch | ms / batch (median) | images / s | ratio to yardstick | peak RSS + (MB) |")
+    print("| model | device | batch | ms / batch (median) | images / s | ratio to yardstick (best rounds) "
+          "| peak RSS + (MB) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, device, batch, ms, ips, ratio in rows:
+    for name, device, batch, ms, ips, ratio, best in rows:
         mem = f"{memory[name][batch]:.0f}" if device == "cpu" and name in memory else "-"
-        print(f"| {name} | {device} | {batch} | {ms:.1f} | {ips:.1f} | {ratio:.2f} | {mem} |")
+        print(f"| {name} | {device} | {batch} | {ms:.1f} | {ips:.1f} | {ratio:.2f} ({best:.2f}) | {mem} |")
     if memory:
         print(
             "\npeak RSS +: peak resident set (VmHWM, reset after loading the model) minus the resident set before "
             "the forward passes, in a fresh process per runtime (activations and workspace, not weights or libraries)"
         )
+    if onnx_path is not None:
+        print(_onnx_graph_size(onnx_path))
     print(_fixture_check())
     print(f"total time {time.perf_counter() - started:.0f} s")
     tmp.cleanup()
