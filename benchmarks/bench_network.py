@@ -192,8 +192,12 @@ def _rows(runners: dict[str, Callable], batches: list[int], repeats: int, device
 
 def _onnx_graph_size(path: Path) -> str:
     """The exported graph's node count, before and after ONNX Runtime's graph optimizations ("extended")."""
-    import onnx
     import onnxruntime as ort
+
+    try:
+        import onnx
+    except ImportError as e:
+        return f"ONNX graph size skipped: {e}"
 
     optimized = path.with_name("optimized.onnx")
     options = ort.SessionOptions()
